@@ -1,0 +1,114 @@
+"""Command line: run a simulated cluster in the foreground or the background.
+
+    python -m simcluster serve --state-dir DIR [--scenario seed] [--daemon]
+    python -m simcluster stop --state-dir DIR
+
+``serve`` prints the kubeconfig path and the Hubble Relay address and writes ``DIR/sim.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .cluster import SimCluster
+from .scenario import SCENARIOS
+
+
+def _serve(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "sim.json").unlink(missing_ok=True)
+    cluster = SimCluster(args.name, state_dir=str(state_dir), agent_boot_seconds=args.agent_boot_seconds)
+    cluster.start()
+    SCENARIOS[args.scenario](cluster)
+    info = {"pid": os.getpid(), "name": cluster.name, "server": cluster.server_url, "kubeconfig": cluster.kubeconfig,
+            "context": f"{cluster.name}-admin", "readonly_context": f"{cluster.name}-readonly",
+            "cilium_namespace": cluster.cilium_namespace, "hubble_relay": None, "scenario": args.scenario}
+    (state_dir / "sim.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"kubeconfig: {cluster.kubeconfig}", flush=True)
+    print(f"api server: {cluster.server_url}", flush=True)
+    print("hubble relay: not simulated yet (the Hubble Relay joins with the audit report)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.is_set():
+        stop.wait(0.5)
+    cluster.stop()
+    (state_dir / "sim.json").unlink(missing_ok=True)
+    return 0
+
+
+def _daemon(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "sim.json").unlink(missing_ok=True)
+    command = [sys.executable, "-m", "simcluster", "serve", "--state-dir", str(state_dir), "--scenario",
+               args.scenario, "--name", args.name, "--agent-boot-seconds", str(args.agent_boot_seconds)]
+    log = open(state_dir / "sim.log", "ab")  # noqa: SIM115 - handed to the child process
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[1]),
+                                                    env.get("PYTHONPATH", "")] if p)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (state_dir / "sim.json").exists():
+            info = json.loads((state_dir / "sim.json").read_text())
+            print(f"kubeconfig: {info['kubeconfig']}")
+            print(f"api server: {info['server']}")
+            print("hubble relay: not simulated yet (the Hubble Relay joins with the audit report)")
+            return 0
+        if process.poll() is not None:
+            sys.stderr.write((state_dir / "sim.log").read_text())
+            return 1
+        time.sleep(0.1)
+    process.terminate()
+    sys.stderr.write("simulated cluster did not start within 60s\n")
+    return 1
+
+
+def _stop(args: argparse.Namespace) -> int:
+    info_path = Path(args.state_dir) / "sim.json"
+    if not info_path.exists():
+        print("no simulated cluster running there")
+        return 0
+    pid = json.loads(info_path.read_text())["pid"]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        info_path.unlink(missing_ok=True)
+        return 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and info_path.exists():
+        time.sleep(0.1)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simcluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run a simulated cluster")
+    serve.add_argument("--state-dir", required=True)
+    serve.add_argument("--scenario", choices=sorted(SCENARIOS), default="seed")
+    serve.add_argument("--name", default="sim")
+    serve.add_argument("--agent-boot-seconds", type=float, default=0.3)
+    serve.add_argument("--daemon", action="store_true", help="start in the background and return once it serves")
+    stop = sub.add_parser("stop", help="stop a background simulated cluster")
+    stop.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "stop":
+        return _stop(args)
+    return _daemon(args) if args.daemon else _serve(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
