@@ -35,22 +35,10 @@ from aiohttp import web
 
 from .agent import CiliumAgent, EndpointSpec, ExecResult
 from .faults import Faults
+from .fixtures import REPO_ROOT, shared_fixtures_dir
 from .server import ApiServer, Principal, Rule
 from .store import ResourceType, Store, now_rfc3339
 from .tls import CertificateAuthority
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def shared_fixtures_dir() -> Path:
-    """The shared fixtures folder that sits beside the repository (override with SIMCLUSTER_FIXTURES)."""
-    override = os.environ.get("SIMCLUSTER_FIXTURES")
-    path = Path(override) if override else REPO_ROOT.parent / "shared" / "fixtures"
-    if not (path / "crds").is_dir():
-        raise FileNotFoundError(f"shared fixtures not found at {path}: set SIMCLUSTER_FIXTURES to the folder that "
-                                "holds crds/, hubble/ and cilium-dbg/")
-    return path
-
 
 CORE_TYPES = [
     ResourceType("", "v1", "namespaces", "Namespace", False, "namespace", ("ns",)),
@@ -111,6 +99,7 @@ class SimCluster:
         self.agents: dict[str, CiliumAgent] = {}
         self.agent_starts: dict[str, list[AgentStart]] = {}
         self.endpoints: dict[tuple[str, str], EndpointRecord] = {}
+        self.agent_version: str | None = None  # knob: run agents at this version whatever their image tag says
         self.traffic: list[dict[str, Any]] = []  # the scenario's traffic matrix: the seam for the Hubble simulation
         self.stopping = False
         self.port = 0
@@ -550,7 +539,8 @@ class SimCluster:
                 continue
             image = next((c.get("image", "") for c in pod["spec"].get("containers", [])
                           if c.get("name") == "cilium-agent"), "")
-            version = image.rsplit(":", 1)[-1].lstrip("v").split("@")[0] if ":" in image else "1.15.1"
+            version = self.agent_version or (image.rsplit(":", 1)[-1].lstrip("v").split("@")[0] if ":" in image
+                                             else "1.15.1")
             agent = self.agents.get(node)
             if agent is None:
                 agent = CiliumAgent(node, version=version, cluster_name=self.name)
