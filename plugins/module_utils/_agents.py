@@ -52,6 +52,7 @@ class AgentPod:
     phase: str
     ready: bool
     image: str
+    started_at: str | None = None  # RFC 3339, from the pod status
 
     @property
     def version(self) -> str | None:
@@ -59,7 +60,7 @@ class AgentPod:
 
     def as_dict(self) -> dict[str, Any]:
         return {"pod": self.name, "namespace": self.namespace, "node": self.node, "phase": self.phase,
-                "ready": self.ready, "image": self.image, "version": self.version}
+                "ready": self.ready, "image": self.image, "version": self.version, "started_at": self.started_at}
 
 
 @dataclass
@@ -104,8 +105,9 @@ def find_agents(kube: Kube, namespace: str = "kube-system",
         if not node or (pod.metadata and pod.metadata.deletion_timestamp):
             continue
         image = next((c.image for c in pod.spec.containers if c.name == AGENT_CONTAINER), "") or ""
+        start = pod.status.start_time if pod.status else None
         candidate = AgentPod(pod.metadata.name, namespace, node, (pod.status.phase if pod.status else None) or "",
-                             _pod_ready(pod), image)
+                             _pod_ready(pod), image, start.strftime("%Y-%m-%dT%H:%M:%SZ") if start else None)
         current = agents.get(node)
         if current is None or (candidate.phase == "Running", candidate.ready) > (current.phase == "Running",
                                                                                  current.ready):

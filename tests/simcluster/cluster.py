@@ -517,7 +517,8 @@ class SimCluster:
                        "pod-template-generation": str(ds["metadata"].get("generation", 1))})
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": f"cilium-{_random_suffix(self._rng)}", "namespace": self.cilium_namespace,
-                            "labels": labels, "annotations": dict(template.get("metadata", {}).get("annotations") or {}),
+                            "labels": labels,
+                            "annotations": dict(template.get("metadata", {}).get("annotations") or {}),
                             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "cilium",
                                                  "uid": ds["metadata"]["uid"], "controller": True}]},
                "spec": {**template.get("spec", {}), "nodeName": node},
@@ -602,7 +603,8 @@ class SimCluster:
             if len(pods) - ready:
                 status["unavailableReplicas"] = len(pods) - ready
             if deploy.get("status") != status:
-                self.store.mutate(deploy_type, meta["namespace"], meta["name"], lambda obj: obj.update(status=status))
+                self.store.mutate(deploy_type, meta["namespace"], meta["name"],
+                                  lambda obj, status=status: obj.update(status=status))
 
     def _create_deployment_pod(self, deploy: dict[str, Any], template_hash: str, index: int) -> None:
         template = deploy["spec"]["template"]

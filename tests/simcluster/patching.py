@@ -67,7 +67,8 @@ def strategic_merge_patch(target: Any, patch: Any, field: str | None = None) -> 
         for item in patch:
             if not isinstance(item, dict) or key not in item:
                 raise PatchError(f"map: {item} does not contain declared merge key: {key}")
-            index = next((i for i, old in enumerate(result_list) if isinstance(old, dict) and old.get(key) == item[key]), None)
+            index = next((i for i, old in enumerate(result_list)
+                          if isinstance(old, dict) and old.get(key) == item[key]), None)
             if item.get("$patch") == "delete":
                 if index is not None:
                     result_list.pop(index)
@@ -103,7 +104,8 @@ def apply_patch(content_type: str, target: dict[str, Any], patch: Any) -> dict[s
     if function is None:
         raise PatchError(f"unsupported patch type {content_type!r}")
     if function is not json_patch and not isinstance(patch, dict):
-        raise PatchError(f"json: cannot unmarshal {type(patch).__name__} into Go value of type map[string]interface {{}}")
+        raise PatchError(f"json: cannot unmarshal {type(patch).__name__} into Go value of type "
+                         "map[string]interface {}")
     result = function(target, patch)
     if not isinstance(result, dict):
         raise PatchError("patch did not produce an object")

@@ -67,7 +67,8 @@ def node(name: str, index: int) -> dict[str, Any]:
                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
                        "nodeInfo": {"architecture": "amd64", "bootID": f"boot-{index}", "machineID": f"machine-{index}",
                                     "systemUUID": f"uuid-{index}", "containerRuntimeVersion": "containerd://1.7.18",
-                                    "kernelVersion": "6.1.0-25-amd64", "kubeProxyVersion": "", "kubeletVersion": "v1.30.4",
+                                    "kernelVersion": "6.1.0-25-amd64", "kubeProxyVersion": "",
+                                    "kubeletVersion": "v1.30.4",
                                     "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)"}}}
 
 

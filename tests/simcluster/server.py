@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from .patching import PatchError, apply_patch
 from .selectors import SelectorError
-from .store import ApiError, ResourceType, conflict, not_found
+from .store import ApiError, ResourceType, conflict
 
 if TYPE_CHECKING:
     from .cluster import SimCluster
@@ -185,8 +185,8 @@ class ApiServer:
                                   "kind": sub_kind, "verbs": sub_verbs})
         if not resources:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
-                "resources": resources}
+        return {"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 
     # --- resources ------------------------------------------------------------------------------------
     async def _resource_request(self, request: web.Request, principal: Principal, group: str, version: str,
@@ -249,7 +249,7 @@ class ApiServer:
             return web.json_response({"kind": f"{rtype.kind}List", "apiVersion": rtype.group_version,
                                       "metadata": {"resourceVersion": str(self.store.resource_version)},
                                       "items": [_strip_list_item(item) for item in items]})
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     @staticmethod
     def _verb(method: str, name: str | None, query: dict[str, str], sub: str | None) -> str:

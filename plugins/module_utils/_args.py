@@ -1,0 +1,47 @@
+# Copyright (c) netpol.cilium contributors
+# Apache License 2.0 (see LICENSE)
+"""Argument specs shared by our modules (they mirror plugins/doc_fragments/_cilium.py).
+
+Note that this module util is PRIVATE to the collection. It can change at any time.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+CILIUM_ARG_SPEC: dict[str, Any] = {
+    "cilium_namespace": {"type": "str", "default": "kube-system"},
+    "agent_binary": {"type": "str", "choices": ["auto", "cilium-dbg", "cilium"], "default": "auto"},
+    "exec_timeout": {"type": "int", "default": 60},
+    "max_parallel_nodes": {"type": "int", "default": 10},
+}
+
+SELECTION_ARG_SPEC: dict[str, Any] = {
+    "endpoint_ids": {"type": "list", "elements": "raw"},
+    "nodes": {"type": "list", "elements": "str"},
+    "pods": {"type": "list", "elements": "str"},
+    "namespace": {"type": "str"},
+    "label_selector": {"type": "str"},
+    "policy": {"type": "str"},
+    "allow_empty": {"type": "bool", "default": False},
+}
+
+
+def merged(*specs: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for spec in specs:
+        result.update(copy.deepcopy(spec))
+    return result
+
+
+def check_ranges(params: dict[str, Any]) -> None:
+    """Refuse values the spec types cannot express (ValueError names the option and what was expected)."""
+    if params["exec_timeout"] < 1:
+        raise ValueError(f"exec_timeout: expected a number of seconds of at least 1, got {params['exec_timeout']}")
+    if not 1 <= params["max_parallel_nodes"] <= 100:
+        raise ValueError(f"max_parallel_nodes: expected 1 to 100, got {params['max_parallel_nodes']}")
+
+
+def binary_option(params: dict[str, Any]) -> str | None:
+    return None if params.get("agent_binary") in (None, "auto") else params["agent_binary"]

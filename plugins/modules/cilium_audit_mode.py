@@ -1,0 +1,379 @@
+#!/usr/bin/python
+# Copyright (c) netpol.cilium contributors
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: cilium_audit_mode
+short_description: Switch Cilium policy audit mode per endpoint, per workload, per node or cluster-wide, and prove it
+version_added: 0.1.0
+description:
+  - Sets Cilium policy audit mode (would-be denies are allowed and reported as AUDIT verdicts) to O(state) for a
+    O(scope), reading the live state first and changing only what differs.
+  - O(scope=endpoints) runs C(cilium-dbg endpoint config <id> PolicyAuditMode=Enabled|Disabled) in the
+    C(cilium-agent) container on each endpoint's node - one exec per node for all of its endpoints, nodes in
+    parallel - then reads every touched endpoint back from its agent. Endpoints are chosen by O(endpoint_ids),
+    O(pods), O(namespace) with O(label_selector), or O(policy) (the union).
+  - Per-endpoint settings do not survive an agent restart, and new pods start with the agent's global value. Re-running
+    O(state=enabled) with the same selectors is a reconcile - it re-applies the setting where it was lost and reports
+    why in RV(reapplied).
+  - O(scope=nodes) writes a CiliumNodeConfig with O(node_selector) and C(policy-audit-mode) in its C(defaults), then
+    restarts the agent pods of the selected nodes only, one node at a time, each gated on readiness and
+    C(cilium-dbg status --brief), and verifies the daemons run with the new value.
+  - O(scope=cluster) is for Cilium installations not managed by Helm - it sets C(policy-audit-mode) in the ConfigMap
+    C(cilium-config) and does a health-gated rolling restart of the agent DaemonSet. A ConfigMap owned by a Helm
+    release is refused unless O(force=true) (use the role C(netpol.cilium.audit_mode_helm) instead).
+  - Audit mode gives no isolation while it is on. Every enable is recorded in the ConfigMap
+    C(netpol-cilium-audit-ledger) in the Cilium namespace, which M(netpol.cilium.cilium_audit_mode_info) reports.
+author:
+  - netpol.cilium contributors
+requirements:
+  - kubernetes >= 24.2.0 (Python)
+  - PyYAML >= 3.11 (Python)
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+  - netpol.cilium._cilium
+  - netpol.cilium._cilium.SELECTION
+  - netpol.cilium._attributes
+  - netpol.cilium._attributes.ACTIONGROUP_CILIUM
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reads the live state and predicts which endpoints, configurations and agents would change; writes nothing.
+  diff_mode:
+    support: full
+    details:
+      - Before and after per endpoint (scope endpoints), per CiliumNodeConfig or ConfigMap value and restarted node.
+  idempotent:
+    support: full
+    details:
+      - A second run reports no change, unless an agent restart or a new pod reset an endpoint in between (reconcile).
+options:
+  state:
+    description:
+      - V(enabled) switches audit mode on (no isolation), V(disabled) back to enforcement.
+    type: str
+    choices: [enabled, disabled]
+    required: true
+  scope:
+    description:
+      - What to switch - selected endpoints, the agents of selected nodes, or every agent of the cluster.
+    type: str
+    choices: [endpoints, nodes, cluster]
+    default: endpoints
+  node_selector:
+    description:
+      - Node labels (exact matches) of the nodes to switch; required with O(scope=nodes).
+    type: dict
+  node_config_name:
+    description:
+      - Name of the CiliumNodeConfig that O(scope=nodes) writes in the Cilium namespace.
+    type: str
+    default: netpol-cilium-audit
+  restart:
+    description:
+      - With O(scope=nodes) or O(scope=cluster), restart the agents whose running value differs, so the change takes
+        effect. With V(false) only the configuration is written (agents pick it up at their next start).
+    type: bool
+    default: true
+  rollout_timeout:
+    description:
+      - Seconds to wait for restarted agents to be ready and healthy.
+    type: int
+    default: 600
+  force:
+    description:
+      - With O(scope=cluster), patch C(cilium-config) even though a Helm release owns it (the next C(helm upgrade)
+        reverts it).
+    type: bool
+    default: false
+  reason:
+    description:
+      - Why audit mode is switched on; kept in the ledger next to who (C(ansible_user)-independent - the API user is not
+        known to the module) and when.
+    type: str
+notes:
+  - Audit mode only covers L3/L4 policy. L7 rules (Envoy), DNS rules and FQDN policies keep enforcing.
+  - An endpoint that no policy selects (C(policy-enabled=none)) produces no AUDIT verdicts; the module warns.
+  - Needs C(create) on C(pods/exec) in the Cilium namespace; O(scope=nodes) also CiliumNodeConfig write and pod delete,
+    O(scope=cluster) ConfigMap patch and DaemonSet patch.
+seealso:
+  - module: netpol.cilium.cilium_audit_mode_info
+  - name: Cilium policy audit mode
+    description: Cilium documentation on creating policies with audit mode.
+    link: https://docs.cilium.io/en/stable/security/policy-creation/
+"""
+
+EXAMPLES = r"""
+- name: Audit mode for the endpoints the db policy selects
+  netpol.cilium.cilium_audit_mode:
+    state: enabled
+    policy: shop/db-ingress
+    reason: "CHG-1234: observe db-ingress before enforcing"
+
+- name: Audit mode for the db pods (re-run on a schedule to reconcile after agent restarts)
+  netpol.cilium.cilium_audit_mode:
+    state: enabled
+    namespace: shop
+    label_selector: app=db
+  register: audit
+
+- name: Show what a reconcile had to re-apply
+  ansible.builtin.debug:
+    var: audit.reapplied
+
+- name: Audit mode on the canary nodes only
+  netpol.cilium.cilium_audit_mode:
+    state: enabled
+    scope: nodes
+    node_selector:
+      rollout.example.com/canary: "true"
+
+- name: Back to enforcement on a cluster that is not managed by Helm
+  netpol.cilium.cilium_audit_mode:
+    state: disabled
+    scope: cluster
+"""
+
+RETURN = r"""
+changed:
+  description: Whether anything was (or, in check mode, would be) changed.
+  returned: always
+  type: bool
+endpoints:
+  description: With O(scope=endpoints), one entry per selected endpoint.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Endpoint id (unique per node).
+      type: int
+    node:
+      description: Node of the endpoint.
+      type: str
+    namespace:
+      description: Pod namespace (null for host endpoints).
+      type: str
+    pod:
+      description: Pod name.
+      type: str
+    before:
+      description: PolicyAuditMode before (V(Enabled), V(Disabled), V(unknown)).
+      type: str
+    after:
+      description: PolicyAuditMode read back after the change.
+      type: str
+    policy_enabled:
+      description: The agent's policy-enabled for the endpoint (C(audit-*) only when a policy enforces it).
+      type: str
+    verified:
+      description: The value was read back from the agent and is the desired one.
+      type: bool
+    status:
+      description: V(unchanged), V(changed), V(would_change) (check mode) or V(failed).
+      type: str
+    error:
+      description: Why this endpoint failed.
+      type: str
+    selected_by:
+      description: The selector that picked the endpoint.
+      type: str
+  sample: [{"id": 1742, "node": "worker-3", "namespace": "shop", "pod": "db-0", "before": "Disabled",
+            "after": "Enabled", "policy_enabled": "audit-ingress", "verified": true, "status": "changed",
+            "error": null, "selected_by": "policy shop/db-ingress"}]
+nodes:
+  description: Per node - agent pod, endpoints selected and changed, exec time, error.
+  returned: always
+  type: list
+  elements: dict
+counts:
+  description: Endpoints selected, changed, would_change, unchanged and failed.
+  returned: always
+  type: dict
+  sample: {"selected": 3, "changed": 2, "would_change": 0, "unchanged": 1, "failed": 0}
+reapplied:
+  description: On a re-run of O(state=enabled), the endpoints switched again and why (agent restart, new pod).
+  returned: when a ledger entry for the same selection existed
+  type: list
+  elements: dict
+node_config:
+  description: With O(scope=nodes), the CiliumNodeConfig before and after.
+  returned: when O(scope=nodes)
+  type: dict
+config:
+  description: With O(scope=cluster), C(policy-audit-mode) in cilium-config before and after.
+  returned: when O(scope=cluster)
+  type: dict
+restart_nodes:
+  description: Nodes whose agents were (or would be) restarted.
+  returned: when O(scope=nodes) or O(scope=cluster)
+  type: list
+  elements: str
+rollout:
+  description: The restart - nodes restarted, seconds, health per node.
+  returned: when agents were restarted
+  type: dict
+verified:
+  description: With O(scope=nodes) or O(scope=cluster), every restarted agent runs with the desired value.
+  returned: when agents were restarted
+  type: bool
+diff:
+  description: Before and after, in diff mode.
+  returned: when diff mode is on
+  type: dict
+"""
+
+from ansible_collections.netpol.cilium.plugins.module_utils._args import (
+    CILIUM_ARG_SPEC,
+    SELECTION_ARG_SPEC,
+    binary_option,
+    check_ranges,
+    merged,
+)
+from ansible_collections.netpol.cilium.plugins.module_utils._audit_mode import (
+    AuditModeService,
+    ModuleFailure,
+    Outcome,
+)
+from ansible_collections.netpol.cilium.plugins.module_utils._endpoints import build_selection
+from ansible_collections.netpol.cilium.plugins.module_utils._k8s import (
+    Kube,
+    KubeError,
+    auth_argument_spec,
+    build_module,
+)
+from ansible_collections.netpol.cilium.plugins.module_utils._ledger import Ledger, scope_key, utc_now
+
+MODULE_SPEC = {
+    "state": {"type": "str", "choices": ["enabled", "disabled"], "required": True},
+    "scope": {"type": "str", "choices": ["endpoints", "nodes", "cluster"], "default": "endpoints"},
+    "node_selector": {"type": "dict"},
+    "node_config_name": {"type": "str", "default": "netpol-cilium-audit"},
+    "restart": {"type": "bool", "default": True},
+    "rollout_timeout": {"type": "int", "default": 600},
+    "force": {"type": "bool", "default": False},
+    "reason": {"type": "str"},
+}
+
+SELECTORS = ("endpoint_ids", "pods", "namespace", "label_selector", "policy")
+
+
+def check_scope(params: dict) -> None:
+    scope = params["scope"]
+    chosen = [name for name in SELECTORS if params.get(name)]
+    if scope == "endpoints" and not any(params.get(n) for n in ("endpoint_ids", "pods", "namespace", "policy")):
+        raise ValueError("scope endpoints needs at least one of endpoint_ids, pods, namespace (with optional "
+                         "label_selector) or policy")
+    if scope != "endpoints" and chosen:
+        raise ValueError(f"{', '.join(chosen)}: only used with scope endpoints (scope is {scope})")
+    if scope == "nodes":
+        selector = params.get("node_selector")
+        if not selector:
+            raise ValueError("node_selector: required with scope nodes (node labels, e.g. {'kubernetes.io/hostname': "
+                             "'worker-1'})")
+        bad = [key for key, value in selector.items() if not isinstance(value, str)]
+        if bad:
+            raise ValueError(f"node_selector: label values must be strings (quote them), not for {', '.join(bad)}")
+    elif params.get("node_selector"):
+        raise ValueError(f"node_selector: only used with scope nodes (scope is {scope})")
+    if params["rollout_timeout"] < 1:
+        raise ValueError(f"rollout_timeout: expected seconds of at least 1, got {params['rollout_timeout']}")
+
+
+def diff_of(params: dict, outcome: Outcome) -> dict:
+    if params["scope"] == "endpoints":
+        def key(row: dict) -> str:
+            name = f"{row['namespace']}/{row['pod']}" if row["pod"] else "host"
+            return f"{row['node']}/{row['id']} {name}"
+
+        rows = outcome.result()["endpoints"]
+        return {"before": {key(r): r["before"] for r in rows}, "after": {key(r): r["after"] for r in rows}}
+    if params["scope"] == "nodes":
+        config = outcome.extra.get("node_config", {})
+        return {"before": {"node_config": config.get("before")},
+                "after": {"node_config": config.get("after"), "restart_nodes": outcome.extra.get("restart_nodes")}}
+    config = outcome.extra.get("config", {})
+    return {"before": {"policy-audit-mode": config.get("before")},
+            "after": {"policy-audit-mode": config.get("after"), "restart_nodes": outcome.extra.get("restart_nodes")}}
+
+
+def record(module, service: AuditModeService, params: dict, outcome: Outcome, key: str) -> bool:
+    """Keep the ledger in step: an entry from the change that switched audit mode on, none once it is off.
+
+    Returns whether the ledger itself changed (removing a stale entry is a change too)."""
+    ledger = Ledger(service.kube, params["cilium_namespace"])
+    try:
+        if params["state"] == "disabled":
+            if module.check_mode:
+                return ledger.get(key) is not None
+            return ledger.remove(key)
+        if not outcome.changed or module.check_mode:
+            return False
+        existing = ledger.get(key) or {}
+        entry = {
+            "scope": params["scope"],
+            "selection": {k: params.get(k) for k in (*SELECTORS, "nodes", "node_selector") if params.get(k)},
+            "enabled_at": existing.get("enabled_at") or utc_now(),
+            "last_applied_at": utc_now(),
+            "reason": params.get("reason") or existing.get("reason"),
+            "recorded_by": "netpol.cilium.cilium_audit_mode",
+        }
+        if params["scope"] == "endpoints":
+            entry["endpoints"] = [{"id": r.id, "node": r.node, "namespace": r.namespace, "pod": r.pod}
+                                  for r in outcome.rows]
+        else:
+            entry["nodes"] = sorted(outcome.nodes)
+        ledger.put(key, entry)
+    except KubeError as exc:
+        module.warn(f"audit mode is set, but the ledger ConfigMap could not be written ({exc}); "
+                    "cilium_audit_mode_info will not know since when it is on")
+    return False
+
+
+def main() -> None:
+    argument_spec = merged(auth_argument_spec(), CILIUM_ARG_SPEC, SELECTION_ARG_SPEC, MODULE_SPEC)
+    module = build_module(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    enabled = params["state"] == "enabled"
+    try:
+        check_ranges(params)
+        check_scope(params)
+        selection = build_selection(params)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        service = AuditModeService(Kube.from_module(module), cilium_namespace=params["cilium_namespace"],
+                                   exec_timeout=params["exec_timeout"], max_parallel_nodes=params["max_parallel_nodes"],
+                                   binary=binary_option(params), rollout_timeout=params["rollout_timeout"])
+        key = scope_key(params["scope"], {k: params.get(k) for k in (*SELECTORS, "nodes", "node_selector")
+                                          if params.get(k)})
+        if params["scope"] == "endpoints":
+            entry = Ledger(service.kube, params["cilium_namespace"]).get(key) if enabled else None
+            outcome = service.set_endpoints(selection, enabled, check_mode=module.check_mode,
+                                            allow_empty=params["allow_empty"])
+            service.note_reapplied(outcome, entry, service.resolver.last_agents)
+        elif params["scope"] == "nodes":
+            outcome = service.set_nodes(params["node_selector"], enabled, params["node_config_name"],
+                                        check_mode=module.check_mode, restart=params["restart"])
+        else:
+            outcome = service.set_cluster(enabled, check_mode=module.check_mode, force=params["force"],
+                                          restart=params["restart"])
+        if record(module, service, params, outcome, key):
+            outcome.changed = True
+    except ModuleFailure as exc:
+        module.fail_json(msg=str(exc), **exc.result)
+    except KubeError as exc:
+        module.fail_json(msg=str(exc), status=exc.status, reason=exc.reason)
+    for warning in outcome.warnings:
+        module.warn(warning)
+    result = outcome.result()
+    if module._diff:
+        result["diff"] = diff_of(params, outcome)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
