@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._agents import AgentPod, AgentRunner, find_agents, run_per_node
-from ._cilium_dbg import CiliumDbgError, batch_argv, config_argv, parse_batch_output, parse_daemon_config
+from ._cilium_dbg import (
+    CiliumDbgError,
+    EndpointState,
+    batch_argv,
+    config_argv,
+    parse_batch_output,
+    parse_daemon_config,
+    parse_endpoints,
+    split_readback,
+)
 from ._endpoints import EndpointResolver, Resolution, Selection, SelectionError
 from ._k8s import Kube, KubeError
 from ._rollout import AgentRestarter, RolloutError
@@ -161,8 +170,8 @@ class AuditModeService:
                     row.status, row.after = "would_change", enabled
             outcome.changed = bool(todo)
         elif todo:
-            self._apply(resolution.agents, todo, enabled, outcome)
-            self._verify(resolution.agents, todo, enabled, outcome)
+            readback = self._apply(resolution.agents, todo, enabled, outcome)
+            self._verify(resolution.agents, todo, enabled, outcome, readback)
             outcome.changed = any(r.status == "changed" for r in outcome.rows) or any(
                 r.status == "failed" and r.error and "did not take" in r.error for r in outcome.rows)
         for row in outcome.rows:
@@ -178,7 +187,10 @@ class AuditModeService:
         return outcome
 
     def _apply(self, agents: dict[str, AgentPod], todo: dict[str, list[EndpointRow]], enabled: bool,
-               outcome: Outcome) -> None:
+               outcome: Outcome) -> dict[str, list[EndpointState]]:
+        """One exec per node: switch its endpoints, then read them all back (returned per node when readable)."""
+        readback: dict[str, list[EndpointState]] = {}
+
         def change(node: str) -> tuple[str, Any]:
             agent = agents[node]
             rows = todo[node]
@@ -199,6 +211,12 @@ class AuditModeService:
                     row.status, row.error = "failed", exec_outcome.error
                 continue
             items = parse_batch_output(exec_outcome.stdout)
+            listed = split_readback(exec_outcome.stdout)[1]
+            if listed is not None and exec_outcome.rc == 0:
+                try:
+                    readback[node] = parse_endpoints(listed)
+                except CiliumDbgError:
+                    pass  # read back separately in _verify
             for row in rows:
                 item = items.get(str(row.id))
                 if item is None or item.rc is None:
@@ -206,11 +224,14 @@ class AuditModeService:
                     row.error = f"the batch on node {node} stopped before endpoint {row.id} ({exec_outcome.describe()})"
                 elif item.rc != 0:
                     row.status, row.error = "failed", item.output or f"exit code {item.rc}"
+        return readback
 
     def _verify(self, agents: dict[str, AgentPod], todo: dict[str, list[EndpointRow]], enabled: bool,
-                outcome: Outcome) -> None:
-        """Read every touched endpoint back from its agent."""
-        states, errors = self.resolver.read_nodes(agents, sorted(todo))
+                outcome: Outcome, readback: dict[str, list[EndpointState]]) -> None:
+        """Check every touched endpoint as its agent reports it after the change (read again where needed)."""
+        missing = sorted(node for node in todo if node not in readback)
+        states, errors = self.resolver.read_nodes(agents, missing) if missing else ({}, {})
+        states.update(readback)
         for node, rows in todo.items():
             by_id = {s.id: s for s in states.get(node, [])}
             for row in rows:

@@ -28,14 +28,19 @@ AUDIT_OPTION = "PolicyAuditMode"
 
 # One exec per node changes many endpoints: a fixed script, never built from input. The binary, the value and the
 # endpoint ids reach it as positional arguments (argv), so no input is ever parsed by the shell.
+# After the loop the script reads every endpoint back (``endpoint list -o json``) in the same exec, so a node costs two
+# round trips in all: the read before the change and this one.
 BATCH_SCRIPT = (
     'bin="$1"; value="$2"; shift 2; '
     'for id in "$@"; do '
     'printf "@@netpol-begin %s\\n" "$id"; '
     '"$bin" endpoint config "$id" "PolicyAuditMode=$value" 2>&1; rc=$?; '
     'printf "\\n@@netpol-end %s %s\\n" "$id" "$rc"; '
-    "done"
+    "done; "
+    'printf "@@netpol-readback\\n"; '
+    '"$bin" endpoint list -o json'
 )
+READBACK_MARK = "@@netpol-readback"
 
 _BEGIN = re.compile(r"^@@netpol-begin (\S+)$")
 _END = re.compile(r"^@@netpol-end (\S+) (\d+)$")
@@ -191,12 +196,20 @@ def parse_daemon_config(text: str) -> dict[str, Any]:
     return {"options": data, "audit_mode": _audit_flag(data.get(AUDIT_OPTION))}
 
 
+def split_readback(text: str) -> tuple[str, str | None]:
+    """The per-endpoint part of BATCH_SCRIPT's output and the ``endpoint list -o json`` read back after it."""
+    head, mark, tail = text.partition(f"\n{READBACK_MARK}\n")
+    if not mark and text.startswith(f"{READBACK_MARK}\n"):
+        return "", text[len(READBACK_MARK) + 1:]
+    return (head, tail) if mark else (text, None)
+
+
 def parse_batch_output(text: str) -> dict[str, BatchItem]:
     """Split the output of BATCH_SCRIPT into one item per endpoint id (rc None: the script died before its end)."""
     items: dict[str, BatchItem] = {}
     current: str | None = None
     lines: list[str] = []
-    for line in text.splitlines():
+    for line in split_readback(text)[0].splitlines():
         begin = _BEGIN.match(line)
         end = _END.match(line)
         if begin:

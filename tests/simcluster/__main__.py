@@ -28,7 +28,11 @@ def _serve(args: argparse.Namespace) -> int:
     (state_dir / "sim.json").unlink(missing_ok=True)
     cluster = SimCluster(args.name, state_dir=str(state_dir), agent_boot_seconds=args.agent_boot_seconds)
     cluster.start()
-    SCENARIOS[args.scenario](cluster)
+    if args.scenario == "bench":
+        SCENARIOS["bench"](cluster, nodes=args.nodes, endpoints=args.endpoints)
+    else:
+        SCENARIOS[args.scenario](cluster)
+    cluster.faults.exec_latency = args.exec_latency
     info = {"pid": os.getpid(), "name": cluster.name, "server": cluster.server_url, "kubeconfig": cluster.kubeconfig,
             "context": f"{cluster.name}-admin", "readonly_context": f"{cluster.name}-readonly",
             "cilium_namespace": cluster.cilium_namespace, "hubble_relay": None, "scenario": args.scenario}
@@ -51,7 +55,8 @@ def _daemon(args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "sim.json").unlink(missing_ok=True)
     command = [sys.executable, "-m", "simcluster", "serve", "--state-dir", str(state_dir), "--scenario",
-               args.scenario, "--name", args.name, "--agent-boot-seconds", str(args.agent_boot_seconds)]
+               args.scenario, "--name", args.name, "--agent-boot-seconds", str(args.agent_boot_seconds),
+               "--nodes", str(args.nodes), "--endpoints", str(args.endpoints), "--exec-latency", str(args.exec_latency)]
     log = open(state_dir / "sim.log", "ab")  # noqa: SIM115 - handed to the child process
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[1]),
@@ -102,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--name", default="sim")
     serve.add_argument("--agent-boot-seconds", type=float, default=0.3)
     serve.add_argument("--daemon", action="store_true", help="start in the background and return once it serves")
+    serve.add_argument("--nodes", type=int, default=50, help="bench scenario: number of nodes")
+    serve.add_argument("--endpoints", type=int, default=1000, help="bench scenario: number of endpoints")
+    serve.add_argument("--exec-latency", type=float, default=0.0, help="seconds added to every pod exec")
     stop = sub.add_parser("stop", help="stop a background simulated cluster")
     stop.add_argument("--state-dir", required=True)
     args = parser.parse_args(argv)

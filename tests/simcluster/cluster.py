@@ -586,7 +586,8 @@ class SimCluster:
             current = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == current_hash]
             outdated = [p for p in pods if p not in current]
             if len(current) < replicas:
-                self._create_deployment_pod(deploy, current_hash, len(pods))
+                for index in range(replicas - len(current) if not outdated else 1):
+                    self._create_deployment_pod(deploy, current_hash, len(pods) + index)
             elif outdated:
                 self.store.delete(self.rtype("pods"), meta["namespace"], outdated[0]["metadata"]["name"])
             elif len(current) > replicas:

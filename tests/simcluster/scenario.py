@@ -170,4 +170,18 @@ def seed(cluster: SimCluster, *, nodes: int = 3, helm_managed: bool = True, vers
     return cluster
 
 
-SCENARIOS = {"seed": seed, "empty": lambda cluster, **_: cluster}
+def bench(cluster: SimCluster, *, nodes: int = 50, endpoints: int = 1000, **_: object) -> SimCluster:
+    """Many endpoints on many nodes, no Helm release: for `make bench`."""
+    for ns in ("kube-system", "bench"):
+        cluster.apply(namespace(ns))
+    for index in range(nodes):
+        cluster.apply(node(f"{cluster.name}-{index:02d}", index))
+    install_cilium(cluster, helm_managed=False)
+    cluster.wait_for_agents(120)
+    cluster.apply(deployment("bench", "app", {"app": "bench"}, "registry.example/app:1", replicas=endpoints))
+    cluster.wait_until(lambda: sum(1 for ns, _ in cluster.endpoints if ns == "bench") == endpoints, 300,
+                       "bench endpoints")
+    return cluster
+
+
+SCENARIOS = {"seed": seed, "bench": bench, "empty": lambda cluster, **_: cluster}

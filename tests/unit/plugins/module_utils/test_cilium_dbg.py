@@ -88,3 +88,14 @@ def test_batch_output_is_split_per_endpoint_with_exit_codes() -> None:
 def test_binary_follows_the_agent_version(image: str, version: str | None, binary: str) -> None:
     assert dbg.version_from_image(image) == version
     assert dbg.binary_for_version(version) == binary
+
+
+def test_batch_readback_is_split_from_the_per_endpoint_part() -> None:
+    listed = real("endpoint-list.json")
+    output = "@@netpol-begin 167\nEndpoint 167 configuration updated successfully\n\n@@netpol-end 167 0\n" \
+             f"@@netpol-readback\n{listed}"
+    head, tail = dbg.split_readback(output)
+    assert tail == listed and "@@netpol-readback" not in head
+    assert dbg.parse_batch_output(output)["167"].rc == 0
+    assert [e.id for e in dbg.parse_endpoints(tail)] == [167]
+    assert dbg.split_readback("@@netpol-begin 1\n") == ("@@netpol-begin 1\n", None)
