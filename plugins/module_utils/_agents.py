@@ -201,7 +201,7 @@ class AgentRunner:
 
     def _handshake_failure(self, agent: AgentPod, outcome: ExecOutcome, exc: Any) -> None:
         """The kubernetes client reports a refused WebSocket upgrade as ApiException(status=0, reason=<text>)."""
-        message, status, _ = describe_api_exception(exc)
+        message, status, _reason = describe_api_exception(exc)
         text = str(getattr(exc, "reason", "") or message)
         match = _HANDSHAKE.search(text)
         code = int(match.group(1)) if match else status

@@ -203,7 +203,7 @@ class AuditModeService:
                 for row in rows:
                     row.status, row.error = "failed", str(result)
                 continue
-            _, exec_outcome = result
+            exec_outcome = result[1]
             outcome.nodes[node].exec_seconds += exec_outcome.seconds
             if exec_outcome.error:
                 outcome.nodes[node].error = exec_outcome.error
@@ -303,8 +303,8 @@ class AuditModeService:
 
     def expected_by_node(self) -> dict[str, dict[str, Any]]:
         """What each agent should run with after its next start: cilium-config, then matching CNC defaults."""
-        config_value, _ = self.read_config_value()
-        _, cncs = self.node_configs()
+        config_value = self.read_config_value()[0]
+        cncs = self.node_configs()[1]
         nodes = self.kube.call("list nodes", self.kube.core.list_node)
         expected: dict[str, dict[str, Any]] = {}
         for node in nodes.items:
@@ -335,7 +335,7 @@ class AuditModeService:
 
     def info(self, selection: Selection) -> dict[str, Any]:
         agents = find_agents(self.kube, self.cilium_namespace)
-        config_value, _ = self.read_config_value()
+        config_value = self.read_config_value()[0]
         cnc_version, cncs = self.node_configs()
         expected = self.expected_by_node()
         daemons = self.daemon_states(agents)

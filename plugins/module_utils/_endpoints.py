@@ -238,8 +238,8 @@ class EndpointResolver:
         return mapping
 
     # --- agents ---------------------------------------------------------------------------------------
-    def read_nodes(self, agents: dict[str, AgentPod], nodes: list[str]) -> tuple[dict[str, list[EndpointState]],
-                                                                                dict[str, str]]:
+    def read_nodes(self, agents: dict[str, AgentPod],
+                   nodes: list[str]) -> tuple[dict[str, list[EndpointState]], dict[str, str]]:
         """``endpoint list -o json`` on each node, in parallel: the agents' view of every endpoint."""
         states: dict[str, list[EndpointState]] = {}
         errors: dict[str, str] = {}
@@ -276,10 +276,10 @@ class EndpointResolver:
                 raise SelectionError(f"nodes: no cilium agent runs on node {node}")
         pods = self._selected_pods(selection)
         pending: list[Target] = []
-        unscheduled = [f"{ns}/{name}" for ns, name, node, _ in pods if not node]
+        unscheduled = [f"{pod[0]}/{pod[1]}" for pod in pods if not pod[2]]
         if unscheduled:
             raise SelectionError("pods not scheduled on a node yet (no endpoint): " + ", ".join(unscheduled))
-        ceps = self._ciliumendpoints({ns for ns, _, _, _ in pods}) if pods else None
+        ceps = self._ciliumendpoints({pod[0] for pod in pods}) if pods else None
         for namespace, name, node, source in pods:
             cep = (ceps or {}).get((namespace, name))
             endpoint_id = (cep or {}).get("status", {}).get("id")
@@ -317,7 +317,7 @@ class EndpointResolver:
         found = {t.id for t in targets}
         missing = sorted(wanted - found)
         if missing:  # host/health endpoints have no CiliumEndpoint, and the CRD may be off: ask every agent
-            states, _ = self.read_nodes(agents, sorted(agents))
+            states = self.read_nodes(agents, sorted(agents))[0]
             for node, endpoints in sorted(states.items()):
                 for state in endpoints:
                     if state.id in missing:

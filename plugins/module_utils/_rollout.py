@@ -134,8 +134,8 @@ class AgentRestarter:
             outcome = self.runner.run(agent, status_argv(self.runner.binary(agent)))
             return "OK" if outcome.ok and outcome.stdout.strip() == "OK" else outcome.describe()
 
-        health = {node: str(value) for node, value in run_per_node(sorted(agents), check,
-                                                                    self.max_parallel_nodes).items()}
+        answers = run_per_node(sorted(agents), check, self.max_parallel_nodes)
+        health = {node: str(value) for node, value in answers.items()}
         bad = {node: value for node, value in health.items() if value != "OK"}
         if bad:
             detail = "; ".join(f"{node}: {value}" for node, value in sorted(bad.items()))

@@ -27,7 +27,7 @@ description:
   - Audit mode gives no isolation while it is on. Every enable is recorded in the ConfigMap
     C(netpol-cilium-audit-ledger) in the Cilium namespace, which M(netpol.cilium.cilium_audit_mode_info) reports.
 author:
-  - netpol.cilium contributors
+  - netpol.cilium maintainers (@netpol-cilium)
 requirements:
   - kubernetes >= 24.2.0 (Python)
   - PyYAML >= 3.11 (Python)

@@ -19,7 +19,7 @@ description:
   - Never changes anything. It needs C(get/list) on pods, nodes, configmaps, CiliumEndpoints and CiliumNodeConfigs
     and C(create) on C(pods/exec) in the Cilium namespace.
 author:
-  - netpol.cilium contributors
+  - netpol.cilium maintainers (@netpol-cilium)
 requirements:
   - kubernetes >= 24.2.0 (Python)
   - PyYAML >= 3.11 (Python)

@@ -157,7 +157,7 @@ def pod_agent() -> tuple[CiliumAgent, FakeClock]:
 
 
 def test_endpoint_list_json_host_only(host_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = host_agent
+    agent = host_agent[0]
     assert_stdout(run(agent, "endpoint", "list", "-o", "json"), "endpoint-list.json")
 
 
@@ -175,7 +175,7 @@ def test_endpoint_get_host_before_and_after_audit(host_agent: tuple[CiliumAgent,
 
 
 def test_endpoint_config_show(host_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = host_agent
+    agent = host_agent[0]
     assert_stdout(run(agent, "endpoint", "config", "167"), "endpoint-config-show.txt")
     assert_stdout(run(agent, "endpoint", "config", "167", "-o", "json"), "endpoint-config-show.json")
 
@@ -188,13 +188,13 @@ def test_endpoint_config_show(host_agent: tuple[CiliumAgent, FakeClock]) -> None
     (("endpoint", "get", "4000", "-o", "json"), "error-endpoint-get-unknown-id.txt"),
 ])
 def test_error_outputs(host_agent: tuple[CiliumAgent, FakeClock], args: tuple[str, ...], name: str) -> None:
-    agent, _ = host_agent
+    agent = host_agent[0]
     assert_stderr(run(agent, *args), name)
     assert not agent.endpoint_audit_mode(HOST_ID)
 
 
 def test_config_and_status(host_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = host_agent
+    agent = host_agent[0]
     assert_stdout(run(agent, "config", "-o", "json"), "config.json")
     assert_stdout(run(agent, "config"), "config.txt")
     assert_stdout(run(agent, "status", "--brief"), "status-brief.txt")
@@ -217,7 +217,7 @@ def test_endpoint_get_pod_audit_then_enforced(pod_agent: tuple[CiliumAgent, Fake
 
 
 def test_endpoint_list_tables_pods_and_global_audit(pod_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = pod_agent
+    agent = pod_agent[0]
     assert_stdout(run(agent, "endpoint", "list"), "endpoint-list-pods.txt")
     agent.start(True, [host_spec(), fe_spec(), db_spec()])
     assert_stdout(run(agent, "endpoint", "list"), "endpoint-list-global-audit.txt")
@@ -330,7 +330,7 @@ def test_no_shell_in_the_container() -> None:
 
 
 def test_option_spellings_and_parse_errors(pod_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = pod_agent
+    agent = pod_agent[0]
     for value, expected in (("true", True), ("OFF", False), ("Enable", True), ("disabled", False), ("1", True),
                             ("0", False), ("on", True), ("False", False), ("ENABLED", True), ("disable", False)):
         assert run(agent, "endpoint", "config", "1742", f"policyauditmode={value}").exit_code == 0
@@ -353,7 +353,7 @@ def test_option_spellings_and_parse_errors(pod_agent: tuple[CiliumAgent, FakeClo
 
 
 def test_endpoint_identifiers(pod_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = pod_agent
+    agent = pod_agent[0]
     for ident in ("pod-name:shop/db-real", "cep-name:shop/db-real", "cilium-local:1742", "0x6ce",
                   "ipv4:10.200.1.201", "container-id:cid-db2"):
         result = run(agent, "endpoint", "get", ident)
@@ -377,7 +377,7 @@ def test_endpoint_identifiers(pod_agent: tuple[CiliumAgent, FakeClock]) -> None:
 
 
 def test_json_list_is_sorted_and_complete(pod_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = pod_agent
+    agent = pod_agent[0]
     agent.add_endpoint(EndpointSpec(id=5, identity=4242, labels=["k8s:app=x"], namespace="a", pod_name="x"))
     data = json.loads(run(agent, "endpoint", "list", "-o", "json").stdout)
     assert [item["id"] for item in data] == [5, HOST_ID, FE_ID, DB_ID]
@@ -390,7 +390,7 @@ def test_json_list_is_sorted_and_complete(pod_agent: tuple[CiliumAgent, FakeCloc
 
 
 def test_cli_errors_and_health(pod_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = pod_agent
+    agent = pod_agent[0]
     assert run(agent, "endpoint", "lst").exit_code == 1
     assert run(agent, "endpoint", "list", "--bogus").stderr == "Error: unknown flag: --bogus\n"
     assert run(agent, "endpoint", "get").stderr == "Error: Missing endpoint id argument\n\n"
@@ -401,11 +401,11 @@ def test_cli_errors_and_health(pod_agent: tuple[CiliumAgent, FakeClock]) -> None
 
 
 def test_exec_from_many_threads(pod_agent: tuple[CiliumAgent, FakeClock]) -> None:
-    agent, _ = pod_agent
+    agent = pod_agent[0]
     failures: list[str] = []
 
     def worker(value: str) -> None:
-        for _ in range(20):
+        for _round in range(20):
             for argv in (("endpoint", "config", "1742", f"PolicyAuditMode={value}"), ("endpoint", "list", "-o", "json"),
                          ("config", f"PolicyAuditMode={value}")):
                 result = run(agent, *argv)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def kube(cluster: SimCluster, token: str | None = None) -> Kube:
-    return Kube(cluster.api_client(token), sleep=lambda _: None)
+    return Kube(cluster.api_client(token), sleep=lambda seconds: None)
 
 
 def test_finds_one_ready_agent_per_node(shared_cluster: SimCluster) -> None:

@@ -170,7 +170,7 @@ def test_exec_forbidden_names_the_verb_and_resource(sim_cluster: SimCluster, tmp
 
 def test_disable_returns_to_enforcement_and_clears_the_ledger(sim_cluster: SimCluster, tmp_path: Path) -> None:
     run = run_tasks(sim_cluster, [enable(**DB), disable(**DB), info(**DB)], tmp_path)
-    _, off, seen = run.results
+    off, seen = run.results[1:]
     assert off["changed"] is True and off["endpoints"][0]["after"] == "Disabled"
     assert off["endpoints"][0]["policy_enabled"] == "ingress"
     assert seen["audit_active"] is False and seen["ledger"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from kubernetes import client, config, watch
@@ -20,7 +21,7 @@ REAL = shared_fixtures_dir() / "cilium-dbg" / "real-1.15.1"
 def real_output(name: str) -> tuple[str, int]:
     """A captured output file and the exit code recorded in its trailing ``exit=N`` line."""
     text = (REAL / name).read_text()
-    body, _, code = text.rpartition("exit=")
+    body, _mark, code = text.rpartition("exit=")
     return body, int(code.strip())
 
 
@@ -28,15 +29,22 @@ def core(cluster: SimCluster, token: str | None = None) -> client.CoreV1Api:
     return client.CoreV1Api(cluster.api_client(token))
 
 
+class ExecRun(NamedTuple):
+    stdout: str
+    stderr: str
+    code: int | None
+    status: dict
+
+
 def run_exec(api: client.CoreV1Api, pod: str, argv: list[str], namespace: str = "kube-system",
-             container: str = "cilium-agent") -> tuple[str, str, int | None, dict]:
+             container: str = "cilium-agent") -> ExecRun:
     response = stream(api.connect_get_namespaced_pod_exec, pod, namespace, command=argv, container=container,
                       stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     response.run_forever(timeout=10)
     status = json.loads(response.read_channel(3))
     causes = (status.get("details") or {}).get("causes") or []
     code = 0 if status.get("status") == "Success" else (int(causes[0]["message"]) if causes else None)
-    return response.read_stdout(), response.read_stderr(), code, status
+    return ExecRun(response.read_stdout(), response.read_stderr(), code, status)
 
 
 def agent_pod(cluster: SimCluster, node: str) -> str:
@@ -161,14 +169,17 @@ def test_crds_come_from_the_real_cilium_manifests(shared_cluster: SimCluster) ->
 def test_exec_returns_the_real_cilium_dbg_outputs_and_exit_codes(shared_cluster: SimCluster) -> None:
     api = core(shared_cluster)
     pod = agent_pod(shared_cluster, "shared-worker-1")
-    stdout, _, code, _ = run_exec(api, pod, ["cilium-dbg", "status", "--brief"])
+    run = run_exec(api, pod, ["cilium-dbg", "status", "--brief"])
+    stdout, code = run.stdout, run.code
     expected, expected_code = real_output("status-brief.txt")
     assert (stdout, code) == (expected, expected_code)
-    _, stderr, code, status = run_exec(api, pod, ["cilium-dbg", "endpoint", "get", "4000", "-o", "json"])
+    run = run_exec(api, pod, ["cilium-dbg", "endpoint", "get", "4000", "-o", "json"])
+    stderr, code, status = run.stderr, run.code, run.status
     expected, expected_code = real_output("error-endpoint-get-unknown-id.txt")
     assert (stderr, code) == (expected, expected_code)
     assert status["reason"] == "NonZeroExitCode"
-    _, stderr, code, _ = run_exec(api, pod, ["cilium-dbg", "endpoint", "config", "99999", "PolicyAuditMode=Enabled"])
+    run = run_exec(api, pod, ["cilium-dbg", "endpoint", "config", "99999", "PolicyAuditMode=Enabled"])
+    stderr, code = run.stderr, run.code
     assert (stderr, code) == real_output("error-endpoint-config-id-too-large.txt")
 
 
@@ -187,7 +198,8 @@ def test_stream_returncode_property_reports_the_exit_code(shared_cluster: SimClu
 
 def test_exec_of_a_missing_binary_fails_like_containerd(shared_cluster: SimCluster) -> None:
     api = core(shared_cluster)
-    _, _, code, status = run_exec(api, agent_pod(shared_cluster, "shared-worker-1"), ["cilium", "status"])
+    run = run_exec(api, agent_pod(shared_cluster, "shared-worker-1"), ["cilium", "status"])
+    code, status = run.code, run.status
     assert code is None
     assert status["status"] == "Failure"
     assert 'exec: "cilium": executable file not found in $PATH' in status["message"]
@@ -197,10 +209,10 @@ def test_agent_restart_resets_endpoint_audit_mode_to_the_global_value(sim_cluste
     api = core(sim_cluster)
     record = db_endpoint(sim_cluster)
     pod = agent_pod(sim_cluster, record.node)
-    stdout, _, code, _ = run_exec(api, pod, ["cilium-dbg", "endpoint", "config", str(record.id),
-                                             "PolicyAuditMode=Enabled"])
+    run = run_exec(api, pod, ["cilium-dbg", "endpoint", "config", str(record.id), "PolicyAuditMode=Enabled"])
+    stdout, code = run.stdout, run.code
     assert (stdout, code) == (f"Endpoint {record.id} configuration updated successfully\n", 0)
-    stdout, _, _, _ = run_exec(api, pod, ["cilium-dbg", "endpoint", "get", str(record.id), "-o", "json"])
+    stdout = run_exec(api, pod, ["cilium-dbg", "endpoint", "get", str(record.id), "-o", "json"]).stdout
     model = json.loads(stdout)[0]
     assert model["spec"]["options"]["PolicyAuditMode"] == "Enabled"
     assert model["status"]["policy"]["realized"]["policy-enabled"] == "audit-ingress"
@@ -208,7 +220,7 @@ def test_agent_restart_resets_endpoint_audit_mode_to_the_global_value(sim_cluste
     sim_cluster.wait_for_agents()
     new_pod = agent_pod(sim_cluster, record.node)
     assert new_pod != pod
-    stdout, _, _, _ = run_exec(api, new_pod, ["cilium-dbg", "endpoint", "get", str(record.id), "-o", "json"])
+    stdout = run_exec(api, new_pod, ["cilium-dbg", "endpoint", "get", str(record.id), "-o", "json"]).stdout
     model = json.loads(stdout)[0]
     assert model["spec"]["options"]["PolicyAuditMode"] == "Disabled"
     assert model["status"]["policy"]["realized"]["policy-enabled"] == "ingress"
@@ -219,7 +231,7 @@ def test_global_config_applies_only_after_a_rolling_restart(sim_cluster: SimClus
     apps = client.AppsV1Api(sim_cluster.api_client())
     api.patch_namespaced_config_map("cilium-config", "kube-system", {"data": {"policy-audit-mode": "true"}})
     node = db_endpoint(sim_cluster).node
-    stdout, _, _, _ = run_exec(api, agent_pod(sim_cluster, node), ["cilium-dbg", "config", "-o", "json"])
+    stdout = run_exec(api, agent_pod(sim_cluster, node), ["cilium-dbg", "config", "-o", "json"]).stdout
     assert json.loads(stdout)["PolicyAuditMode"] == "Disabled"  # not restarted yet
     generation = apps.patch_namespaced_daemon_set("cilium", "kube-system", {"spec": {"template": {"metadata": {
         "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-27T00:00:00Z"}}}}}).metadata.generation
@@ -237,7 +249,7 @@ def test_global_config_applies_only_after_a_rolling_restart(sim_cluster: SimClus
     assert seen_partial, "the rollout should replace agents node by node"
     assert status.number_available == 3
     for node_name in sim_cluster.node_names():
-        stdout, _, _, _ = run_exec(api, agent_pod(sim_cluster, node_name), ["cilium-dbg", "config", "-o", "json"])
+        stdout = run_exec(api, agent_pod(sim_cluster, node_name), ["cilium-dbg", "config", "-o", "json"]).stdout
         assert json.loads(stdout)["PolicyAuditMode"] == "Enabled"
     log = api.read_namespaced_pod_log(agent_pod(sim_cluster, node), "kube-system")
     assert "PolicyAuditMode is enabled. Network policy will not be enforced." in log
@@ -273,8 +285,9 @@ def test_shell_in_the_agent_container_gets_its_arguments_as_argv(shared_cluster:
     api = core(shared_cluster)
     record = db_endpoint(shared_cluster)
     script = 'for id in "$@"; do cilium-dbg endpoint get "$id" -o jsonpath="{[*].id}"; echo; done'
-    stdout, _, code, _ = run_exec(api, agent_pod(shared_cluster, record.node),
-                                  ["sh", "-c", script, "sh", str(record.id), "$(touch /tmp/pwned)"])
+    run = run_exec(api, agent_pod(shared_cluster, record.node),
+                   ["sh", "-c", script, "sh", str(record.id), "$(touch /tmp/pwned)"])
+    stdout, code = run.stdout, run.code
     assert code == 0
     assert stdout.splitlines()[0] == str(record.id)
     assert not Path("/tmp/pwned").exists()
@@ -291,5 +304,6 @@ def test_faults_can_be_switched_on_per_test(sim_cluster: SimCluster) -> None:
 
     node = db_endpoint(sim_cluster).node
     sim_cluster.faults.exec_by_node[node] = ExecFault("fail")
-    _, _, code, status = run_exec(api, agent_pod(sim_cluster, node), ["cilium-dbg", "status", "--brief"])
+    run = run_exec(api, agent_pod(sim_cluster, node), ["cilium-dbg", "status", "--brief"])
+    code, status = run.code, run.status
     assert code is None and "connection refused" in status["message"]

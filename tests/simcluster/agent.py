@@ -582,7 +582,7 @@ class CiliumAgent:
 
     # --- internals: state -------------------------------------------------------------------------------------------
     def _random_mac(self) -> str:
-        octets = [self._rng.randrange(256) for _ in range(6)]
+        octets = [self._rng.randrange(256) for _octet in range(6)]
         octets[0] = (octets[0] & 0xFC) | 0x02  # locally administered, unicast
         return ":".join(f"{octet:02x}" for octet in octets)
 
@@ -615,7 +615,7 @@ class CiliumAgent:
             mac, host_mac, ifname, ifindex = self._host_mac, self._host_mac, "cilium_host", None
         else:
             mac, host_mac = self._random_mac(), self._random_mac()
-            ifname = "lxc" + "".join(self._rng.choice("0123456789abcdef") for _ in range(12))
+            ifname = "lxc" + "".join(self._rng.choice("0123456789abcdef") for _char in range(12))
             ifindex = self._rng.randrange(10, 400)
         runtime = EndpointRuntime(created_at=now, controllers=controllers,
                                   log=[LogEntry(now, _regenerated(_REASON_CREATE))], mac=mac, host_mac=host_mac,
@@ -716,7 +716,7 @@ class CiliumAgent:
     # --- internals: endpoint lookup as the agent's API does it -------------------------------------------------------
     def _lookup(self, ident: str) -> _Endpoint | None:
         """endpointmanager.Lookup: raises _ApiError(payload) for a 400, returns None for a 404."""
-        prefix, _, rest = ident.partition(":") if ":" in ident else ("cilium-local", "", ident)
+        prefix, _sep, rest = ident.partition(":") if ":" in ident else ("cilium-local", "", ident)
         if prefix not in _KNOWN_PREFIXES:
             raise _ApiError(f"unknown endpoint prefix '{prefix}'")  # not captured
         if prefix == "cilium-local":
@@ -776,7 +776,7 @@ class CiliumAgent:
         """pflag-style parsing: flags anywhere, ``--`` ends them, ``-o json``/``-ojson``/``--output=json``."""
         positional: list[str] = []
         flags = _Flags()
-        shorts = {short: long for long, (short, _) in _FLAG_TABLE.items() if short}
+        shorts = {entry[0]: long for long, entry in _FLAG_TABLE.items() if entry[0]}
         index = 0
         while index < len(args):
             arg = args[index]

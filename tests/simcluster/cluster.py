@@ -220,10 +220,10 @@ class SimCluster:
         users = [(f"{self.name}-admin", token or self.admin_token), (f"{self.name}-readonly", self.readonly_token)]
         config = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": self.name, "cluster": {"server": self.server_url,
-                                                          "certificate-authority-data": ca_data}}],
+            "clusters": [{"name": self.name,
+                          "cluster": {"server": self.server_url, "certificate-authority-data": ca_data}}],
             "users": [{"name": user, "user": {"token": value}} for user, value in users],
-            "contexts": [{"name": user, "context": {"cluster": self.name, "user": user}} for user, _ in users],
+            "contexts": [{"name": user, "context": {"cluster": self.name, "user": user}} for user, _token in users],
             "current-context": context or f"{self.name}-admin",
         }
         Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
@@ -758,7 +758,7 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 
 
 def _random_suffix(rng: random.Random, length: int = 5) -> str:
-    return "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(length))
+    return "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _index in range(length))
 
 
 def _resolve_int_or_percent(value: Any, total: int) -> int:

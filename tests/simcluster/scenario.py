@@ -165,7 +165,7 @@ def seed(cluster: SimCluster, *, nodes: int = 3, helm_managed: bool = True, vers
     cluster.traffic = [dict(flow) for flow in SEED_TRAFFIC]
     if wait:
         expected = sum(w[2] for w in workloads)
-        cluster.wait_until(lambda: sum(1 for ns, _ in cluster.endpoints if ns in ("shop", "monitoring")) == expected,
+        cluster.wait_until(lambda: sum(1 for key in cluster.endpoints if key[0] in ("shop", "monitoring")) == expected,
                            what="workload endpoints")
     return cluster
 
@@ -179,7 +179,7 @@ def bench(cluster: SimCluster, *, nodes: int = 50, endpoints: int = 1000, **_: o
     install_cilium(cluster, helm_managed=False)
     cluster.wait_for_agents(120)
     cluster.apply(deployment("bench", "app", {"app": "bench"}, "registry.example/app:1", replicas=endpoints))
-    cluster.wait_until(lambda: sum(1 for ns, _ in cluster.endpoints if ns == "bench") == endpoints, 300,
+    cluster.wait_until(lambda: sum(1 for key in cluster.endpoints if key[0] == "bench") == endpoints, 300,
                        "bench endpoints")
     return cluster
 
