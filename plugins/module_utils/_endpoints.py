@@ -127,7 +127,7 @@ def _selector_to_string(selector: dict[str, Any] | None) -> str | None:
                 return key[len(prefix):]
         return key
 
-    parts = [f"{bare(k)}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    parts = sorted(f"{bare(k)}={v}" for k, v in (selector.get("matchLabels") or {}).items())
     operators = {"In": "in", "NotIn": "notin"}
     for expression in selector.get("matchExpressions") or []:
         key, operator = bare(expression["key"]), expression.get("operator")
