@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from simcluster.cluster import SimCluster
-from simcluster.scenario import seed
 
 from ansible_collections.netpol.cilium.plugins.module_utils._audit_mode import AuditModeService, ModuleFailure
 from ansible_collections.netpol.cilium.plugins.module_utils._endpoints import build_selection
 from ansible_collections.netpol.cilium.plugins.module_utils._k8s import Kube
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def no_cep_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
-    """Cilium with the CiliumEndpoint CRD disabled (disable-endpoint-crd): only the agents know endpoint ids."""
-    cluster = SimCluster("nocep", state_dir=str(tmp_path_factory.mktemp("nocep")), agent_boot_seconds=0.1,
-                         ciliumendpoint_crd=False)
-    cluster.start()
-    try:
-        seed(cluster)
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def service(cluster: SimCluster) -> AuditModeService:
