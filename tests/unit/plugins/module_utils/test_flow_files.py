@@ -1,0 +1,380 @@
+"""The file flow source: real Hubble output, exporter lines, legacy bare flows, gzip, globs, broken lines, prefilter."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from simcluster.fixtures import shared_fixtures_dir
+
+from ansible_collections.netpol.cilium.plugins.module_utils._flow_files import (
+    MAX_SAMPLES_PER_FILE,
+    FileStats,
+    FlowFileError,
+    parse_rfc3339,
+    read_flow_files,
+    time_key,
+)
+from ansible_collections.netpol.cilium.plugins.module_utils._flows import FlowRecord, LostEvents, NodeStatus, Peer
+
+HUBBLE = shared_fixtures_dir() / "hubble"
+REAL = HUBBLE / "real-1.15.1"
+GENERATOR = shared_fixtures_dir().parent / "bench" / "gen_hubble_flows.py"
+
+
+def read(paths: list[str] | list[Path], **options) -> tuple[list, FileStats]:
+    stats = FileStats()
+    events = list(read_flow_files([str(path) for path in paths], stats=stats, **options))
+    return events, stats
+
+
+def real_lines(name: str) -> list[str]:
+    return (REAL / name).read_text().splitlines()
+
+
+def write(path: Path, lines: list[str], end: str = "\n") -> Path:
+    path.write_text("".join(line + end for line in lines))
+    return path
+
+
+# -- the real fixtures -------------------------------------------------------------------------------------------------
+
+def test_real_audit_flows_are_normalised() -> None:
+    events, stats = read([REAL / "audit-ingress.jsonl"])
+    assert len(events) == 4 and all(isinstance(event, FlowRecord) for event in events)
+    assert [event.port for event in events] == [5432, 5432, 5432, 9187]
+    first = events[0]
+    assert (first.verdict, first.event_type, first.direction, first.is_reply) == ("AUDIT", 5, "INGRESS", False)
+    assert (first.protocol, first.node, first.time) == ("TCP", "prod-a/real-1", "2026-11-27T01:52:34.405668513Z")
+    assert (first.drop_reason, first.denied_by, first.match_type) == (None, (), 0)
+    source, destination = first.source, first.destination
+    assert (source.namespace, source.pod, source.workload, source.identity, source.endpoint_id, source.ip) == (
+        "shop", "fe-real", "frontend", 53414, 1473, "10.200.1.197")
+    assert (destination.namespace, destination.pod, destination.workload, destination.identity) == (
+        "shop", "db-real", "db", 60273)
+    assert destination.label_map()["app"] == "db" and destination.entity is None
+    assert first.local is destination and first.remote is source
+    assert stats.to_dict() == {
+        "files": 1, "file_names": [str(REAL / "audit-ingress.jsonl")],
+        "bytes": (REAL / "audit-ingress.jsonl").stat().st_size,
+        "lines": 4, "blank_lines": 0, "parsed": 4, "flows": 4, "matched": 4, "filtered": 0, "malformed": 0,
+        "malformed_samples": [], "lost_events": 0, "lost_event_records": 0, "node_status_events": 0,
+        "other_events": 0, "first_flow_time": "2026-11-27T01:52:34.405668513Z",
+        "last_flow_time": "2026-11-27T01:52:34.420525682Z", "errors": []}
+
+
+def test_lines_with_other_verdicts_are_counted_but_never_parsed() -> None:
+    events, stats = read([REAL / "all-events.jsonl"])
+    assert [event.port for event in events] == [5432, 5432, 5432, 9187]
+    assert (stats.lines, stats.flows, stats.matched) == (88, 88, 4)
+    assert stats.parsed == 4  # the 84 FORWARDED/DROPPED lines were skipped on their verdict bytes alone
+    assert stats.malformed == 0
+
+
+def test_every_verdict_and_event_type_when_asked() -> None:
+    events, stats = read([REAL / "all-events.jsonl"], verdicts=None, event_types=None)
+    assert len(events) == stats.parsed == stats.matched == 88
+    world = [event for event in events if event.source.entity == "world"]
+    assert len(world) == 1 and world[0].source.identity == 2 and world[0].source.display() == \
+        "world:fe80::94a8:f6ff:fe01:c32f"
+    assert world[0].protocol == "ICMPv6" and world[0].port == 133  # ICMP: the type stands in for the port
+    assert {event.direction for event in events} == {"INGRESS", "EGRESS", "TRAFFIC_DIRECTION_UNKNOWN"}
+    replies = [event for event in events if event.is_reply]
+    assert replies and all(event.direction == "EGRESS" for event in replies)
+    no_l4 = [event for event in events if event.protocol is None]
+    assert len(no_l4) == 2 and all(event.port is None for event in no_l4)
+
+
+def test_real_denied_verdicts_carry_the_drop_reason() -> None:
+    events, stats = read([REAL / "dropped-policy-denied.jsonl"], verdicts=["dropped"])
+    assert len(events) == 4 and stats.filtered == 29  # 29 drop events (type 1) are not policy verdicts
+    assert {event.drop_reason for event in events} == {"POLICY_DENIED"}
+    assert {(event.verdict, event.event_type, event.is_reply) for event in events} == {("DROPPED", 5, None)}
+
+
+def test_real_exporter_lines_with_a_field_mask() -> None:
+    events, stats = read([HUBBLE / "exporter-events-dropped.jsonl"], verdicts=["DROPPED"], event_types=None)
+    assert stats.matched == 2 and stats.malformed == 0
+    icmp, tcp = events
+    assert (icmp.protocol, icmp.port, icmp.drop_reason, icmp.source, icmp.destination) == (
+        "ICMPv6", 133, "INVALID_SOURCE_IP", Peer(ip="fe80::64d8:8aff:fe72:fc14"), Peer(ip="ff02::2"))
+    assert (tcp.protocol, tcp.port, tcp.drop_reason, tcp.direction, tcp.event_type) == (
+        "TCP", 80, "POLICY_DENIED", "TRAFFIC_DIRECTION_UNKNOWN", 0)
+    assert tcp.source.workload == "xwing" and tcp.destination.workload == "deathstar"  # from the pod name
+    assert tcp.is_reply is None and tcp.node == "kind-kind/kind-worker"
+
+
+def test_legacy_bare_flow_lines_read_like_envelopes(tmp_path: Path) -> None:
+    bare = [json.dumps(json.loads(line)["flow"], separators=(",", ":")) for line in real_lines("audit-ingress.jsonl")]
+    legacy, stats = read([write(tmp_path / "legacy.json", bare)])
+    envelope, _stats = read([REAL / "audit-ingress.jsonl"])
+    assert legacy == envelope and stats.flows == 4
+
+
+# -- lost events, node status, other events ----------------------------------------------------------------------------
+
+def test_lost_events_and_node_status_lines(tmp_path: Path) -> None:
+    lines = [
+        '{"lost_events":{"source":"HUBBLE_RING_BUFFER","num_events_lost":"12","cpu":{"value":1}},'
+        '"node_name":"prod-a/real-1","time":"2026-11-27T01:52:30Z"}',
+        '{"node_status":{"state_change":"NODE_UNAVAILABLE","node_names":["prod-a/real-2"],"message":"connection '
+        'refused"},"time":"2026-11-27T01:52:31Z"}',
+        '{"agent_event":{"type":"AGENT_STARTED"},"node_name":"prod-a/real-1","time":"2026-11-27T01:52:32Z"}',
+        *real_lines("audit-ingress.jsonl")[:1],
+    ]
+    events, stats = read([write(tmp_path / "events.jsonl", lines)])
+    lost, status, flow = events
+    assert lost == LostEvents(source="HUBBLE_RING_BUFFER", count=12, node="prod-a/real-1", time="2026-11-27T01:52:30Z")
+    assert status == NodeStatus(state="NODE_UNAVAILABLE", nodes=("prod-a/real-2",), message="connection refused",
+                                time="2026-11-27T01:52:31Z")
+    assert isinstance(flow, FlowRecord)
+    assert (stats.lost_events, stats.lost_event_records, stats.node_status_events, stats.other_events) == (12, 1, 1, 1)
+    assert (stats.lines, stats.flows, stats.malformed) == (4, 1, 0)
+
+
+# -- gzip and globs ----------------------------------------------------------------------------------------------------
+
+def test_gzip_files_and_globs(tmp_path: Path) -> None:
+    data = (REAL / "audit-ingress.jsonl").read_bytes()
+    (tmp_path / "events.log").write_bytes(data)
+    with gzip.open(tmp_path / "events-1.log.gz", "wb") as stream:
+        stream.write(data)
+    (tmp_path / "plain-named.gz").write_bytes(data)  # the content decides, not the name
+    events, stats = read([tmp_path / "events*.log*", tmp_path / "*.gz"])
+    assert stats.files == 3 and stats.matched == 12 and not stats.errors
+    assert stats.file_names == [str(tmp_path / "events-1.log.gz"), str(tmp_path / "events.log"),
+                                str(tmp_path / "plain-named.gz")]  # sorted per pattern, each file once
+
+
+def test_a_pattern_that_matches_nothing_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "one.jsonl").write_text("")
+    with pytest.raises(FlowFileError, match=r"flow file pattern '.*/nothing-\*\.jsonl' matched no files"):
+        read_flow_files([str(tmp_path / "one.jsonl"), str(tmp_path / "nothing-*.jsonl")], stats=FileStats())
+    with pytest.raises(FlowFileError, match="does not exist"):
+        read_flow_files([str(tmp_path / "missing.jsonl")], stats=FileStats())
+    with pytest.raises(FlowFileError, match="is a directory"):
+        read_flow_files([str(tmp_path)], stats=FileStats())
+
+
+def test_corrupt_gzip_is_reported_and_the_next_file_is_read(tmp_path: Path) -> None:
+    data = "\n".join(real_lines("all-events.jsonl")).encode() + b"\n"
+    packed = gzip.compress(data)
+    (tmp_path / "a-truncated.gz").write_bytes(packed[: len(packed) // 2])
+    (tmp_path / "b-garbage.gz").write_bytes(b"\x1f\x8b" + b"not gzip at all" * 10)
+    (tmp_path / "c-good.jsonl").write_bytes(data)
+    events, stats = read([tmp_path / "*"])
+    assert stats.files == 3 and len(stats.errors) == 2
+    assert stats.errors[0].startswith(f"{tmp_path / 'a-truncated.gz'}: corrupt or truncated gzip data after line ")
+    assert stats.errors[1].startswith(f"{tmp_path / 'b-garbage.gz'}: corrupt or truncated gzip data after line 0")
+    assert [event.port for event in events][-4:] == [5432, 5432, 5432, 9187]  # the good file was read in full
+
+
+def test_unreadable_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "flows.jsonl", real_lines("audit-ingress.jsonl"))
+    real_open = open
+
+    def deny(name, *args, **kwargs):
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", deny)
+    events, stats = read([path])
+    assert events == [] and stats.errors == [f"{path}: cannot read: Permission denied"] and stats.files == 0
+
+
+# -- malformed lines ---------------------------------------------------------------------------------------------------
+
+def test_malformed_lines_are_skipped_counted_and_sampled(tmp_path: Path) -> None:
+    good = real_lines("audit-ingress.jsonl")[0]
+    forwarded = real_lines("all-events.jsonl")[0]
+    assert '"verdict":"FORWARDED"' in forwarded
+    lines = [
+        good,                                    # 1 kept
+        good[:400],                              # 2 a candidate cut short: invalid JSON
+        forwarded[:30],                          # 3 cut before its verdict: parsed, invalid JSON
+        "",                                      # 4 blank: not malformed
+        '[{"flow": {}}]',                        # 5 a JSON array
+        '"AUDIT"',                               # 6 JSON, but not an object
+        '{"flow": 5, "verdict": "AUDIT"}',       # 7 wrong shape
+        '{"flow": {"verdict": "AUDIT", "event_type": {"type": 5}, "l4": "tcp"}}',  # 8 wrong l4 shape
+        '{"hello": "AUDIT"}',                    # 9 not a Hubble event
+        "garbage AUDIT",                         # 10
+        good,                                    # 11 kept
+        good[:-1],                               # 12 last line, truncated, no newline
+    ]
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(lines))
+    events, stats = read([path])
+    assert len(events) == 2 and stats.lines == 12 and stats.blank_lines == 1
+    assert stats.malformed == 9
+    assert stats.malformed_samples[:MAX_SAMPLES_PER_FILE] == stats.malformed_samples  # at most 5 per file
+    assert [(line, reason.split(" (")[0]) for name, line, reason in stats.malformed_samples] == [
+        (2, "invalid JSON"), (3, "invalid JSON"), (5, "a JSON array: expected one JSON object per line"),
+        (6, "not a JSON object but str"), (7, "'flow' is not an object")]
+    assert {name for name, _line, _reason in stats.malformed_samples} == {str(path)}
+    _events, twice = read([path, path])
+    assert twice.files == 1 and twice.malformed == 9  # the same file named twice is read once
+
+
+def test_a_truncated_last_line_is_malformed_whatever_its_verdict(tmp_path: Path) -> None:
+    forwarded = real_lines("all-events.jsonl")[0]
+    path = tmp_path / "growing.jsonl"
+    path.write_text(forwarded + "\n" + forwarded[:500])  # the exporter was writing when the file was copied
+    events, stats = read([path])
+    assert events == [] and stats.flows == 1 and stats.malformed == 1
+    assert stats.malformed_samples == [(str(path), 2, "not a complete JSON object (truncated line?)")]
+    path.write_text(forwarded + "\n" + forwarded)  # a complete last line without its newline is fine
+    _events, stats = read([path])
+    assert stats.flows == 2 and stats.malformed == 0
+
+
+def test_samples_are_per_file(tmp_path: Path) -> None:
+    bad = ["{oops AUDIT"] * 7
+    events, stats = read([write(tmp_path / "a.jsonl", bad), write(tmp_path / "b.jsonl", bad)])
+    assert events == [] and stats.malformed == 14
+    assert [(Path(name).name, line) for name, line, _reason in stats.malformed_samples] == [
+        ("a.jsonl", n) for n in range(1, 6)] + [("b.jsonl", n) for n in range(1, 6)]
+
+
+def test_crlf_and_trailing_spaces_are_fine(tmp_path: Path) -> None:
+    lines = real_lines("all-events.jsonl")
+    events, stats = read([write(tmp_path / "crlf.jsonl", lines, end=" \r\n")])
+    assert len(events) == 4 and stats.malformed == 0 and stats.flows == 88
+
+
+def test_an_overlong_line_is_never_held_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ansible_collections.netpol.cilium.plugins.module_utils._flow_files.MAX_LINE_BYTES", 4000)
+    good = real_lines("audit-ingress.jsonl")
+    huge = '{"flow":{"verdict":"AUDIT","Summary":"' + "x" * 5000 + '"}}'
+    events, stats = read([write(tmp_path / "long.jsonl", [good[0], huge, good[1]])])
+    assert len(events) == 2 and stats.lines == 3  # the long line counts once, whatever its size
+    assert stats.malformed_samples == [(str(tmp_path / "long.jsonl"), 2, "line longer than 4000 bytes")]
+
+
+# -- the byte-level prefilter never loses a match ----------------------------------------------------------------------
+
+def test_pretty_and_reordered_json_still_matches(tmp_path: Path) -> None:
+    flow = json.loads(real_lines("audit-ingress.jsonl")[0])
+    spaced = json.dumps(flow)  # '"verdict": "AUDIT"' with spaces
+    late = dict(flow, flow={"Summary": "x" * 2000, **{k: v for k, v in flow["flow"].items() if k != "verdict"},
+                            "verdict": "AUDIT"})  # the verdict key far from the start of the line
+    late_other = dict(late, flow=dict(late["flow"], verdict="FORWARDED"))
+    events, stats = read([write(tmp_path / "odd.jsonl", [spaced, json.dumps(late, separators=(",", ":")),
+                                                        json.dumps(late_other, separators=(",", ":"))])])
+    assert len(events) == 2 and stats.flows == 3
+    assert stats.parsed == 2  # the late FORWARDED line was still skipped unparsed
+
+
+def test_field_conversions(tmp_path: Path) -> None:
+    base = json.loads(real_lines("audit-ingress.jsonl")[0])
+
+    def variant(**changes) -> str:
+        flow = dict(base["flow"], **changes)
+        return json.dumps(dict(base, flow=flow), separators=(",", ":"))
+
+    lines = [
+        variant(l4={"UDP": {"source_port": 40000, "destination_port": 53}}, is_reply=True),
+        variant(l4={"SCTP": {"destination_port": 2905}}),
+        variant(l4={"ICMPv4": {}}, traffic_direction="EGRESS"),  # type 0 (echo reply) is omitted by protojson
+        variant(l4={"VRRP": {"type": 1}}),
+        variant(ingress_denied_by=[{"name": "db-ingress", "namespace": "shop", "revision": "7"}],
+                egress_denied_by=[{"name": "clusterwide-deny", "kind": "CiliumClusterwideNetworkPolicy"},
+                                  {"name": "db-ingress", "namespace": "shop"}],
+                policy_match_type=3, drop_reason_desc="POLICY_DENY"),
+        variant(destination={"identity": 2, "labels": ["reserved:world"]}, destination_names=["api.stripe.com"],
+                IP={"source": "10.0.0.1", "destination": "52.1.2.3"}),
+        variant(verdict="AUDIT", source={"identity": 7, "labels": ["reserved:kube-apiserver", "reserved:host"]}),
+    ]
+    events, stats = read([write(tmp_path / "variants.jsonl", lines)])
+    assert stats.malformed == 0
+    udp, sctp, icmp, vrrp, denied, world, api = events
+    assert (udp.protocol, udp.port, udp.is_reply) == ("UDP", 53, True)
+    assert (sctp.protocol, sctp.port) == ("SCTP", 2905)
+    assert (icmp.protocol, icmp.port, icmp.direction) == ("ICMPv4", 0, "EGRESS")
+    assert (vrrp.protocol, vrrp.port) == ("VRRP", None)
+    assert denied.denied_by == ("shop/db-ingress", "clusterwide-deny")
+    assert (denied.match_type, denied.drop_reason) == (3, "POLICY_DENY")
+    assert world.destination.fqdns == ("api.stripe.com",) and world.destination.display() == "world:api.stripe.com"
+    assert world.destination.ip == "52.1.2.3" and world.destination.entity == "world"
+    assert api.source.entity == "kube-apiserver" and api.source.workload is None
+
+
+# -- filters -----------------------------------------------------------------------------------------------------------
+
+def test_time_window_is_half_open_on_nanosecond_times() -> None:
+    since = datetime(2026, 11, 27, 1, 52, 34, 412365, tzinfo=timezone.utc)  # second flow: .412365712
+    until = datetime(2026, 11, 27, 1, 52, 34, 420525, tzinfo=timezone.utc)  # last flow: .420525682 (after)
+    events, stats = read([REAL / "audit-ingress.jsonl"], since=since, until=until)
+    assert [event.time for event in events] == ["2026-11-27T01:52:34.412365712Z", "2026-11-27T01:52:34.416352708Z"]
+    assert stats.filtered == 2
+    offset = timezone(timedelta(hours=2))
+    events, _stats = read([REAL / "audit-ingress.jsonl"], since=since.astimezone(offset))
+    assert len(events) == 3
+    with pytest.raises(ValueError, match="timezone-aware"):
+        read([REAL / "audit-ingress.jsonl"], since=datetime(2026, 11, 27))
+
+
+def test_namespace_filter_and_workload_names() -> None:
+    events, stats = read([REAL / "audit-ingress.jsonl"], namespaces=["payments"])
+    assert events == [] and stats.filtered == 4
+    events, _stats = read([REAL / "audit-ingress.jsonl"], namespaces=["shop"],
+                          workloads={"shop/db-real": "postgres", "fe-real": "web"})
+    assert {(event.source.workload, event.destination.workload) for event in events} == {("web", "postgres")}
+
+
+def test_unknown_or_no_verdict_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown verdict 'AUDITED'"):
+        read([REAL / "audit-ingress.jsonl"], verdicts=["AUDITED"])
+    with pytest.raises(ValueError, match="verdicts: give at least one verdict"):
+        read([REAL / "audit-ingress.jsonl"], verdicts=[])
+    with pytest.raises(ValueError, match="event_types: give at least one event type"):
+        read([REAL / "audit-ingress.jsonl"], event_types=[])
+
+
+# -- times -------------------------------------------------------------------------------------------------------------
+
+def test_time_keys_sort_like_the_instants() -> None:
+    times = ["2026-11-27T01:52:34.4Z", "2026-11-27T01:52:34.39Z", "2026-11-27T01:52:34Z",
+             "2026-11-27T03:52:34.5+02:00", "2026-11-27T01:52:34.000000001Z"]
+    assert sorted(times, key=time_key) == ["2026-11-27T01:52:34Z", "2026-11-27T01:52:34.000000001Z",
+                                           "2026-11-27T01:52:34.39Z", "2026-11-27T01:52:34.4Z",
+                                           "2026-11-27T03:52:34.5+02:00"]
+    assert time_key("not a time") == "" and time_key(None) == ""
+    assert parse_rfc3339("2026-11-27T01:52:34.405668513Z") == datetime(2026, 11, 27, 1, 52, 34, 405668,
+                                                                       tzinfo=timezone.utc)
+    with pytest.raises(ValueError):
+        parse_rfc3339("2026-11-27 01:52")
+
+
+# -- the shared flow generator -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flat", [False, True], ids=["envelope", "bare"])
+def test_generator_output_counts_match_an_independent_parse(tmp_path: Path, flat: bool) -> None:
+    path = tmp_path / "generated.jsonl"
+    command = [sys.executable, str(GENERATOR), "3000", "--seed", "7", "--audit-pct", "20"]
+    command += ["--flat"] if flat else []
+    with path.open("wb") as out:
+        subprocess.run(command, stdout=out, check=True, timeout=120)
+    expected_audit = expected_policy_audit = 0
+    for line in path.read_text().splitlines():
+        flow = json.loads(line)
+        flow = flow if flat else flow["flow"]
+        if flow["verdict"] == "AUDIT":
+            expected_audit += 1
+            expected_policy_audit += flow["event_type"]["type"] == 5
+    events, stats = read([path])
+    assert (stats.lines, stats.flows, stats.malformed) == (3000, 3000, 0)
+    assert len(events) == stats.matched == expected_policy_audit
+    assert stats.parsed == expected_audit  # only the AUDIT lines were parsed
+    assert 300 < len(events) < 900  # about 20 %
+    assert all(event.verdict == "AUDIT" and event.is_reply is False for event in events)
+    world = [event for event in events if event.destination.entity == "world"]
+    assert world and all(event.direction == "EGRESS" and event.destination.fqdns for event in world)
+    assert {event.source.workload for event in events} >= {"deathstar", "api", "keycloak", "kube-dns"}
