@@ -101,12 +101,12 @@ def collect_relay(params: dict[str, Any], window: Window, workloads: dict[str, s
             raise ReportFailure(str(exc)) from exc
         now = dt.datetime.now(dt.timezone.utc)
         options: dict[str, Any] = {"verdicts": verdicts, "namespaces": params.get("namespaces") or ()}
-        if window.until is None or window.until > now:
+        if window.until is not None and window.until > now:
             # the window reaches into the future: follow the live stream until its end
-            remaining = (window.until - now).total_seconds() if window.until else None
-            options.update(follow=True, since=window.since, duration=remaining)
+            options.update(follow=True, since=window.since, duration=(window.until - now).total_seconds())
         else:
-            options.update(since=window.since, until=window.until)
+            # a past window (until defaults to now): what the Relay's ring buffers still hold
+            options.update(since=window.since, until=window.until or now)
         try:
             yield from _watch_gaps(client.events(**options), collected)
         except RelayError as exc:

@@ -165,7 +165,6 @@ options:
     description:
       - Client key (PEM file) for mutual TLS.
     type: path
-    no_log: false
   relay_server_name:
     description:
       - Name to verify the Relay's certificate against (for example C(instance.hubble-relay.cilium.io)).

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from simcluster.cluster import SimCluster
 from simcluster.fixtures import shared_fixtures_dir
 from simcluster.playbook import run_tasks
@@ -56,3 +57,38 @@ def test_bad_rules_are_refused_naming_the_rule_and_key(shared_cluster: SimCluste
     assert "expected[0].ports" in bad_port["msg"] and "70000" in bad_port["msg"]
     assert "nothing-*.jsonl" in no_files["msg"]
     assert bad_since["msg"].startswith("since: 'yesterday' is neither an RFC 3339 time")
+
+
+def test_relay_window_through_port_forward_fails_on_the_forgotten_flow(sim_cluster: SimCluster,
+                                                                       tmp_path: Path) -> None:
+    """The seed scenario end to end: audit mode on db, a live window from the Relay reached through the Kubernetes
+    API (no address given), frontend->db expected, the metrics-agent scrape on 9100 unexpected."""
+    sim_cluster.start_hubble(rate_multiplier=60)
+    run = run_tasks(sim_cluster, [
+        {"netpol.cilium.cilium_audit_mode": {"state": "enabled", "policy": "shop/db-ingress"}},
+        report(duration="4s", namespaces=["shop"], expected=[FRONTEND_TO_DB], report_dir=str(tmp_path / "gate")),
+        report(duration="4s", namespaces=["shop"], expected=[
+            FRONTEND_TO_DB, {"from": {"namespace": "monitoring", "workload": "metrics-agent"},
+                             "to": {"namespace": "shop", "workload": "db"}, "ports": ["9100/TCP"],
+                             "reason": "scrape allowed later by a policy change"}]),
+    ], tmp_path)
+    enabled, gate, fixed = run.results
+    assert enabled["changed"] is True
+    assert gate["failed"] is True, gate
+    assert "INGRESS monitoring/metrics-agent -> shop/db 9100/TCP" in gate["msg"]
+    assert gate["summary"]["complete"] is True and gate["summary"]["lost_events"] == 0
+    assert [g["source"] for g in gate["expected"]] == ["shop/frontend"]
+    assert "port-forward via pod kube-system/hubble-relay-" in gate["source"]["address"]
+    [policy] = [doc for doc in yaml.safe_load_all(Path(gate["reports"]["policies"]).read_text()) if doc]
+    assert policy["spec"]["endpointSelector"] == {"matchLabels": {"app": "db"}}
+    [rule] = policy["spec"]["ingress"]
+    assert rule["fromEndpoints"][0]["matchLabels"]["app"] == "metrics-agent"
+    assert rule["toPorts"] == [{"ports": [{"port": "9100", "protocol": "TCP"}]}]
+    assert not fixed.get("failed"), fixed.get("msg")
+    assert fixed["summary"]["result"] == "pass" and fixed["summary"]["expected_groups"] == 2
+
+
+def test_relay_unreachable_is_named(shared_cluster: SimCluster, tmp_path: Path) -> None:
+    [result] = run_tasks(shared_cluster, [report(relay_address="127.0.0.1:9", since="5m")], tmp_path).results
+    assert result["failed"] is True
+    assert "127.0.0.1:9" in result["msg"]

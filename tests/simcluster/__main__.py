@@ -33,13 +33,15 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         SCENARIOS[args.scenario](cluster)
     cluster.faults.exec_latency = args.exec_latency
+    relay = cluster.start_hubble() if args.scenario == "seed" else None
     info = {"pid": os.getpid(), "name": cluster.name, "server": cluster.server_url, "kubeconfig": cluster.kubeconfig,
             "context": f"{cluster.name}-admin", "readonly_context": f"{cluster.name}-readonly",
-            "cilium_namespace": cluster.cilium_namespace, "hubble_relay": None, "scenario": args.scenario}
+            "cilium_namespace": cluster.cilium_namespace, "hubble_relay": relay.address if relay else None,
+            "scenario": args.scenario}
     (state_dir / "sim.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"kubeconfig: {cluster.kubeconfig}", flush=True)
     print(f"api server: {cluster.server_url}", flush=True)
-    print("hubble relay: not simulated yet (the Hubble Relay joins with the audit report)", flush=True)
+    print(f"hubble relay: {relay.address if relay else 'not started (seed scenario only)'}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -69,7 +71,7 @@ def _daemon(args: argparse.Namespace) -> int:
             info = json.loads((state_dir / "sim.json").read_text())
             print(f"kubeconfig: {info['kubeconfig']}")
             print(f"api server: {info['server']}")
-            print("hubble relay: not simulated yet (the Hubble Relay joins with the audit report)")
+            print(f"hubble relay: {info.get('hubble_relay') or 'not started (seed scenario only)'}")
             return 0
         if process.poll() is not None:
             sys.stderr.write((state_dir / "sim.log").read_text())

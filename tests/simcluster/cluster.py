@@ -101,6 +101,8 @@ class SimCluster:
         self.endpoints: dict[tuple[str, str], EndpointRecord] = {}
         self.agent_version: str | None = None  # knob: run agents at this version whatever their image tag says
         self.traffic: list[dict[str, Any]] = []  # the scenario's traffic matrix: the seam for the Hubble simulation
+        self.hubble_relay_address: str | None = None  # where the hubble-relay pod's port 4245 leads (start_hubble)
+        self.hubble: Any = None  # the simulated Hubble Relay (simcluster.hubble.HubbleRelay), once started
         self.stopping = False
         self.port = 0
         self._rng = random.Random(seed)
@@ -189,8 +191,22 @@ class SimCluster:
         loop.run_forever()
         loop.close()
 
+    def start_hubble(self, **kwargs: Any) -> Any:
+        """Start the simulated Hubble Relay (options: simcluster.hubble.HubbleRelay); port-forwards to the
+        hubble-relay pod's port 4245 reach it."""
+        from .hubble import HubbleRelay
+
+        if self.hubble is not None:
+            self.hubble.stop()
+        relay = HubbleRelay(self, **kwargs)
+        self.hubble_relay_address = relay.start()
+        self.hubble = relay
+        return relay
+
     def stop(self) -> None:
         self.stopping = True
+        if self.hubble is not None:
+            self.hubble.stop()
         if self._loop is not None and self._runner is not None:
             future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
             with contextlib.suppress(Exception):

@@ -2,7 +2,8 @@
 
 It serves discovery, CRUD with selectors, watch, the three patch types, server-side dry-run, Status error bodies,
 bearer-token authentication with rule-based authorization, SelfSubjectAccessReview, pod logs and pod exec over the
-WebSocket channel protocol (``v5.channel.k8s.io`` / ``v4.channel.k8s.io``).
+WebSocket channel protocol (``v5.channel.k8s.io`` / ``v4.channel.k8s.io``), and pod port-forward over the same
+protocol: to the simulated Hubble Relay for the hubble-relay pod.
 """
 
 from __future__ import annotations
@@ -213,6 +214,8 @@ class ApiServer:
         dry_run = query.get("dryRun") == "All"
         if sub == "exec":
             return await self._exec(request, namespace, name or "", query)
+        if sub == "portforward":
+            return await self._portforward(request, namespace, name or "", query)
         if sub == "log":
             return web.Response(text=self.cluster.pod_log(namespace, name or ""), content_type="text/plain")
         if verb == "watch":
@@ -447,3 +450,72 @@ class ApiServer:
         except TimeoutError:
             pass
         await ws.close()
+
+    # --- port-forward ---------------------------------------------------------------------------------------------
+    async def _portforward(self, request: web.Request, namespace: str | None, name: str,
+                           query: dict[str, str]) -> web.StreamResponse:
+        """Port-forward over WebSocket (v4.channel.k8s.io): per port, channel 2i carries data and 2i+1 errors, and the
+        first frame on each channel is the port number (2 bytes, little endian). Port 4245 of the hubble-relay pod
+        leads to the simulated Relay; any other port is refused, as by a pod that does not listen there."""
+        pods = self.store.type_for_kind("Pod", "")
+        pod = self.store.get(pods, namespace, name)
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise ApiError(400, "BadRequest", "Upgrade request required")
+        try:
+            ports = [int(port) for port in query.get("ports", "").split(",") if port]
+        except ValueError:
+            raise ApiError(400, "BadRequest", f"invalid port number: {query.get('ports')}") from None
+        if not ports:
+            raise ApiError(400, "BadRequest", "at least one port must be specified")
+        if pod.get("status", {}).get("phase") != "Running":
+            raise ApiError(400, "BadRequest", f"pod {name} is not running and cannot be port-forwarded")
+        ws = web.WebSocketResponse(protocols=("v4.channel.k8s.io",))
+        await ws.prepare(request)
+        for index, port in enumerate(ports):
+            await ws.send_bytes(bytes([2 * index]) + port.to_bytes(2, "little"))
+            await ws.send_bytes(bytes([2 * index + 1]) + port.to_bytes(2, "little"))
+        is_relay = ((pod["metadata"].get("labels") or {}).get("k8s-app") == "hubble-relay"
+                    and namespace == self.cluster.cilium_namespace)
+        address = self.cluster.hubble_relay_address if is_relay else None
+        if len(ports) != 1 or ports[0] != 4245 or address is None:
+            uid = pod["metadata"].get("uid", "")
+            message = (f"error forwarding port {ports[0]} to pod {uid}, uid : failed to execute portforward in "
+                       f"network namespace: failed to connect to localhost:{ports[0]} inside namespace: "
+                       "connect: connection refused")
+            await ws.send_bytes(bytes([1]) + message.encode())
+            await ws.close()
+            return ws
+        host, _sep, port = address.rpartition(":")
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError as exc:
+            await ws.send_bytes(bytes([1]) + f"error forwarding port 4245: {exc}".encode())
+            await ws.close()
+            return ws
+
+        async def upstream_to_client() -> None:
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    await ws.send_bytes(b"\x00" + data)
+            except (ConnectionError, RuntimeError):
+                pass
+            finally:
+                await ws.close()
+
+        pump = asyncio.ensure_future(upstream_to_client())
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.BINARY and message.data[:1] == b"\x00" and len(message.data) > 1:
+                    writer.write(message.data[1:])
+                    await writer.drain()
+                elif message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            writer.close()
+            pump.cancel()
+        return ws

@@ -109,8 +109,8 @@ def test_a_full_rule() -> None:
     }])
     assert (rule.index, rule.label, rule.direction) == (0, "metrics scrape", "INGRESS")
     assert rule.source is not None and rule.source.labels == (("app.kubernetes.io/name", "metrics-agent"),)
-    assert [spec.text() for spec in rule.ports] == ["9100", "9187/TCP", "8000-8080", "8000-8080/UDP", "53/UDP",
-                                                   "1-65535/SCTP", "8/ICMPv4", "0-255/ICMPv6"]
+    assert [spec.text() for spec in rule.ports] == [
+        "9100", "9187/TCP", "8000-8080", "8000-8080/UDP", "53/UDP", "1-65535/SCTP", "8/ICMPv4", "0-255/ICMPv6"]
     assert rule.to_dict() == {"index": 0, "name": "metrics scrape", "reason": "agent is moving to a ServiceMonitor"}
     assert rule.matches(flow(AGENT, DB, 9100))
     assert not rule.matches(flow(AGENT, DB, 9100, direction="EGRESS"))

@@ -31,8 +31,8 @@ def run_module(capsys: pytest.CaptureFixture[str], args: dict) -> dict:
     ({"state": "enabled", "scope": "cluster", "rollout_timeout": -5}, "rollout_timeout: expected seconds"),
     ({"state": "on", "pods": ["shop/db"]}, "value of state must be one of: enabled, disabled, got: on"),
 ])
-def test_bad_arguments_are_refused_with_the_option_named(capsys: pytest.CaptureFixture[str], args: dict,
-                                                          message: str) -> None:
+def test_bad_arguments_are_refused_with_the_option_named(
+        capsys: pytest.CaptureFixture[str], args: dict, message: str) -> None:
     result = run_module(capsys, args)
     assert result["failed"] is True
     assert message in result["msg"]
