@@ -2,12 +2,14 @@
 
 It starts the simulated cluster in this process (a real HTTPS Kubernetes API on loopback with emulated Cilium
 agents), shows what is in it, then runs the collection's playbooks with ansible-playbook exactly as a user would:
-status, audit mode on for the endpoints that the db policy selects, status again (proof from every agent), audit
-mode off, and a final status.
+status, audit mode on for the endpoints that the db policy selects, status again (proof from every agent), a Hubble
+audit report over a live window that fails the gate on the flow the policy forgot, the same report passing once that
+deny is expected, and audit mode off again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,15 +45,23 @@ def show_cluster(cluster: SimCluster) -> None:
         print(f"  {flow['from']:<26} -> {flow['to']:<10} {flow['port']}/{flow['protocol']:<4} {flow['note']}")
 
 
-def playbook(name: str, inventory: Path, env: dict[str, str], *extra: str) -> None:
+def playbook(name: str, inventory: Path, env: dict[str, str], *extra: str, expect_failure: bool = False) -> None:
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
                str(REPO / "playbooks" / name), *extra]
     banner("ansible-playbook playbooks/" + " ".join([name, *extra]))
     started = time.monotonic()
     completed = subprocess.run(command, env=env, cwd=str(REPO), check=False)
     print(f"({time.monotonic() - started:.1f}s, exit code {completed.returncode})")
-    if completed.returncode != 0:
+    if expect_failure and completed.returncode == 0:
+        raise SystemExit(f"demo step should have failed the gate: {name}")
+    if not expect_failure and completed.returncode != 0:
         raise SystemExit(f"demo step failed: {name}")
+
+
+def show_report(path: Path) -> None:
+    banner(f"The report a person reads: {path.name} (also report.json, junit.xml, suggested-policies.yaml)")
+    text = path.read_text()
+    print(text if len(text) < 6000 else text[:6000] + "\n[...]")
 
 
 def main() -> int:
@@ -61,7 +71,11 @@ def main() -> int:
     cluster.start()
     try:
         seed(cluster)
+        # the scenario's traffic, 60x faster, so that a few seconds of window hold every kind of flow
+        relay = cluster.start_hubble(rate_multiplier=60)
         show_cluster(cluster)
+        print(f"Hubble Relay (simulated): {relay.address} - the playbooks reach it through the Kubernetes API "
+              "(port-forward to the hubble-relay pod)")
         inventory = state / "inventory.yml"
         inventory.write_text(
             "all:\n  hosts:\n    demo-cluster:\n      ansible_connection: local\n"
@@ -72,6 +86,19 @@ def main() -> int:
         reason = "audit_reason='demo: observe db-ingress before enforcing'"
         playbook("audit_enable.yml", inventory, env, *db, "-e", reason)
         playbook("audit_status.yml", inventory, env, *db)
+        reports = state / "reports"
+        window = ["-e", json.dumps({"audit_report_duration": "6s", "audit_report_namespaces": ["shop"],
+                                    "audit_report_dir": str(reports)})]
+        playbook("audit_report.yml", inventory, env, *window, "-e",
+                 f"@{REPO / 'playbooks' / 'examples' / 'expected-denies.yml'}", expect_failure=True)
+        verdict = json.loads((reports / "demo-cluster" / "report.json").read_text())
+        unexpected = [g["description"] for g in verdict["unexpected"]]
+        if not verdict["summary"]["complete"] or not any("metrics-agent -> shop/db 9100/TCP" in u for u in unexpected):
+            raise SystemExit(f"the gate failed for another reason than the forgotten flow: {verdict['summary']}")
+        print(">>> the gate failed, as it should: the policy forgot the metrics-agent scrape of db on 9100")
+        show_report(reports / "demo-cluster" / "report.md")
+        playbook("audit_report.yml", inventory, env, *window, "-e",
+                 f"@{REPO / 'playbooks' / 'examples' / 'expected-denies-with-metrics.yml'}")
         playbook("audit_disable.yml", inventory, env, *db)
         banner("Done")
         record = next(r for r in cluster.endpoints.values() if r.namespace == "shop" and r.pod.startswith("db-"))
