@@ -12,6 +12,7 @@ as ``ansible_collections.netpol.cilium.plugins.module_utils._hubble_pb.flow_pb2`
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import shutil
 import sys
@@ -47,14 +48,61 @@ def header(source: str) -> str:
             "# ruff: noqa\n")
 
 
-def rewrite(text: str, source: str) -> str:
-    """Package-relative imports and our header (after protoc's own first lines)."""
+SERIALIZED = re.compile(r"AddSerializedFile\((b'(?:[^'\\]|\\.)*')\)")
+
+
+def chunked_bytes(literal: str, width: int = 96) -> str:
+    """A long bytes literal as a parenthesized concatenation of short ones (same value)."""
+    value = ast.literal_eval(literal)
+    pieces, current = [], b""
+    for index in range(len(value)):
+        candidate = current + value[index:index + 1]
+        if len(repr(candidate)) > width and current:
+            pieces.append(repr(current))
+            current = value[index:index + 1]
+        else:
+            current = candidate
+    pieces.append(repr(current))
+    return "(\n" + "\n".join(pieces) + "\n)"
+
+
+def guarded(code: str, library: str) -> str:
+    """The generated body under ``try``/``else``: importing it without the library (as ansible-test's import test and
+    hosts without grpcio/protobuf do) leaves ``HAS_<LIB> = False`` instead of failing."""
+    lines = code.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(("from ", "import ")))
+    end = first
+    while end < len(lines) and (lines[end].startswith(("from ", "import ")) or not lines[end].strip()):
+        end += 1
+    imports = [line for line in lines[first:end] if line.strip()]
+    body = lines[end:]
+    flag = f"HAS_{library.upper()}"
+    out = lines[:first] + ["try:"] + ["    " + line for line in imports]
+    out += ["except ImportError:  # the modules that need it report the missing library", f"    {flag} = False",
+            "else:", f"    {flag} = True"]
+    out += [("    " + line) if line.strip() else "" for line in body]
+    return "\n".join(out) + "\n"
+
+
+def sanitize(text: str, library: str) -> str:
+    """Make protoc's output pass ansible-test sanity as it is: short lines, 4-space indents, guarded imports."""
+    text = SERIALIZED.sub(lambda m: "AddSerializedFile" + chunked_bytes(m.group(1)), text)
+    text = text.replace("# -*- coding: utf-8 -*-\n", "")
+    text = guarded(text, library)
+    import black
+
+    text = black.format_str(text, mode=black.Mode(line_length=120))
+    return "# pylint: disable=unused-import,wrong-import-position,invalid-name\n" + text
+
+
+def rewrite(text: str, source: str, library: str = "protobuf") -> str:
+    """Package-relative imports, sanity-clean layout and our header (after protoc's own first lines)."""
     text = ABSOLUTE_IMPORT.sub(r"from . import \2 as \3", text)
     lines = text.splitlines(keepends=True)
     keep = 0
     while keep < len(lines) and lines[keep].startswith("#") and keep < 3:
         keep += 1
-    return "".join(lines[:keep]) + header(source) + "".join(lines[keep:])
+    return sanitize("".join(lines[:keep]) + header(source) + "".join(lines[keep:]), library)
 
 
 def protoc(arguments: list[str]) -> None:
@@ -80,7 +128,8 @@ def generate(out_dir: Path) -> list[Path]:
             for suffix in suffixes:
                 generated = work / f"{stem}{suffix}"
                 target = out_dir / generated.name
-                target.write_text(rewrite(generated.read_text(encoding="utf-8"), name), encoding="utf-8")
+                library = "grpc" if suffix == "_pb2_grpc.py" else "protobuf"
+                target.write_text(rewrite(generated.read_text(encoding="utf-8"), name, library), encoding="utf-8")
                 written.append(target)
     init = out_dir / "__init__.py"
     init.write_text(INIT, encoding="utf-8")

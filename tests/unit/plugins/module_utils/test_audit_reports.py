@@ -122,7 +122,7 @@ def test_reports_match_the_golden_files(scenario: str, tmp_path: Path) -> None:
     paths = reports.write_reports(str(tmp_path), judgement, meta, summary=summary)
     assert sorted(Path(path).name for path in paths.values()) == sorted(reports.REPORT_FILES.values())
     for name in reports.REPORT_FILES.values():
-        golden = GOLDEN / scenario / name
+        golden = GOLDEN / scenario / f"{name}.golden"  # not .yaml/.json: linters must not take them for content
         produced = (tmp_path / name).read_text()
         if UPDATE:
             golden.parent.mkdir(parents=True, exist_ok=True)
