@@ -182,13 +182,13 @@ def main() -> int:
     peer_commands = None if args.no_peer else peer_command()
     warm(big)
 
-    ours = best([measure(ours_command(big)) for _ in range(args.repeat)])
+    ours = best([measure(ours_command(big)) for _run in range(args.repeat)])
     counts = json.loads(str(ours["stdout"]))
-    ours_small = best([measure(ours_command(small)) for _ in range(args.repeat)])
+    ours_small = best([measure(ours_command(small)) for _run in range(args.repeat)])
     rows = [("netpol.cilium file source + judge", ours, f"{counts['audited']:,} audited flows in "
              f"{counts['groups']} groups; {counts['parsed']:,} of {counts['lines']:,} lines parsed")]
     if peer_commands:
-        peer = best([measure([*peer_commands[0], str(big)]) for _ in range(args.repeat)])
+        peer = best([measure([*peer_commands[0], str(big)]) for _run in range(args.repeat)])
         said = [line for line in str(peer["stderr"]).strip().splitlines() if line and not line.startswith("@@")]
         rows.append((f"{PEER} {PEER_VERSION}", peer, said[-1] if said else ""))
 

@@ -11,11 +11,13 @@ Line shapes read (one JSON object per line, protojson with proto field names):
 * ``{"node_status": {"state_change": "NODE_UNAVAILABLE", "node_names": [...], ...}, ...}``: from the Relay;
 * ``{"time": "...", "verdict": "...", ...}``: a bare flow (the legacy JSON output of old Hubble CLIs).
 
-Speed: exporter files hold every verdict, and usually only a few percent of their lines are audited flows. Each
-line is first looked at as bytes: a line whose ``"verdict":"..."`` (near the start of the line) names none of the
-wanted verdicts is counted and skipped without being parsed. Only the lines that can match, and lines that do not
-look like an ordinary flow (lost events, node status, odd formatting), are parsed with ``json``. Files are read in
-binary with large buffers, one line at a time, so memory does not grow with the file.
+Speed: exporter files hold every verdict, and usually only a few percent of their lines are audited flows. Files
+(plain or gzip) are read in binary blocks of a few MiB; a line cut by the end of a block is carried over to the next,
+so memory does not grow with the file. In a block, each line costs two C-level searches: its newline, and the verdict
+key before it. A line whose first ``"verdict":"...`` (near the start of the line) names none of the wanted verdicts is
+counted and skipped without being cut out of the block or parsed. Only the lines that can match, and lines that do
+not look like an ordinary flow (lost events, node status, odd formatting), are parsed with ``json``. Line numbers
+are counted only when the sample of a malformed line needs one.
 
 Malformed lines: a parsed line that is not valid JSON or has the wrong shape is skipped and counted, with the first
 few line numbers of each file. A line skipped unparsed is only known to hold a verdict key near its start: its JSON
@@ -50,7 +52,8 @@ from ._flows import (
 )
 
 MAX_SAMPLES_PER_FILE = 5
-READ_BUFFER = 1 << 20
+# Files are read in blocks of this size (or MAX_LINE_BYTES when smaller); memory stays flat whatever the file.
+READ_BLOCK = 4 << 20
 # A longer line is not a Hubble event (a whole JSON array on one line, say): it is skipped, never held in memory.
 MAX_LINE_BYTES = 8 << 20
 # Where the verdict key must start for the fast path; protojson writes it right after time, uuid and emitter.
@@ -250,6 +253,11 @@ class _Reader:
         self._peers: dict[tuple[Any, ...], Peer] = {}
         self._file_samples = 0
         self._line_count = 0
+        # where the line being looked at is, for _line_no: its number when known, else its block and offset
+        self._at: int | None = None
+        self._block = b""
+        self._block_start = self._block_lines = self._line_start = 0
+        self._skipped = 0
         self._first_key = time_key(stats.first_flow_time)
         self._last_key = time_key(stats.last_flow_time)
 
@@ -264,7 +272,7 @@ class _Reader:
             magic = probe.read(2)
         if magic == _GZIP_MAGIC:
             return gzip.open(name, "rb")  # type: ignore[return-value]
-        return open(name, "rb", buffering=READ_BUFFER)  # pylint: disable=consider-using-with
+        return open(name, "rb", buffering=0)  # pylint: disable=consider-using-with
 
     def _read_file(self, name: str) -> Iterator[Event]:
         stats = self.stats
@@ -292,42 +300,135 @@ class _Reader:
     # -- lines ---------------------------------------------------------------------------------------------------
 
     def _scan(self, handle: BinaryIO, name: str) -> Iterator[Event]:
-        """Every event kept; counts everything in ``self.stats``. The hot loop."""
+        """Every event kept; counts everything in ``self.stats``. The hot loop.
+
+        The file is read in large blocks. A line cut by the end of a block is carried over to the next block and
+        looked at on its own; the whole lines of a block are walked with two C-level searches each (the newline,
+        then the verdict key before it), and only the lines that need more are cut out of the block.
+        """
         stats = self.stats
-        readline = handle.readline
+        read = handle.read
+        limit = MAX_LINE_BYTES  # read at call time (tests lower it)
+        size = min(READ_BLOCK, limit)  # a line inside one block is never over the limit
         prefixes = self.verdict_prefixes
+        first_bytes = frozenset(prefix[0] for prefix in prefixes) if prefixes is not None else frozenset()
+        late = VERDICT_WINDOW - len(_VERDICT_KEY)  # where a key still fits in the window of _one_line
         verdict_key = _VERDICT_KEY
         newline = b"\n"
-        window = VERDICT_WINDOW
-        line_no = 0
+        lines = 0  # whole lines done (the number of the last one)
+        in_block = 0  # lines done in the current block
         skipped_flows = 0
+        carry = b""  # the start of a line cut by the end of the previous block
+        dropping = False  # inside an overlong line, already reported
         try:
             while True:
-                line = readline(MAX_LINE_BYTES)
-                if not line:
+                block = read(size)
+                if not block:
                     break
-                line_no += 1
-                if prefixes is not None:
-                    pos = line.find(verdict_key, 0, window)
-                    if pos >= 0 and not line.startswith(prefixes, pos + 11):
-                        # an ordinary flow with another verdict; only a file's last line can lack its end
-                        if line[-1:] == newline or self._skippable(line, name, line_no, handle):
-                            skipped_flows += 1
+                start = 0
+                if carry or dropping:
+                    cut = block.find(newline)
+                    if cut < 0:
+                        if not dropping:
+                            carry += block
+                            if len(carry) >= limit:
+                                carry, dropping = b"", True
+                                self._malformed(name, lines + 1, self._too_long_reason())
                         continue
-                    if pos < 0 and self._late_verdict(line) is False:
-                        if self._skippable(line, name, line_no, handle):
-                            skipped_flows += 1
-                        continue
-                if len(line) >= MAX_LINE_BYTES and not line.endswith(b"\n"):
-                    self._too_long(name, line_no, handle)
+                    start = cut + 1
+                    lines += 1
+                    if dropping:
+                        dropping = False
+                    else:
+                        line, carry = carry + block[:start], b""
+                        if len(line) > limit:
+                            self._malformed(name, lines, self._too_long_reason())
+                        else:
+                            self._at = lines
+                            event = self._one_line(line, name)
+                            if event is not None:
+                                yield event
+                            skipped_flows += self._skipped
+                end = block.rfind(newline) + 1
+                if end <= start:
+                    carry = block[start:]
                     continue
-                event = self._parse_line(line, name, line_no)
-                if event is not None:
-                    yield event
+                carry = block[end:]
+                # the whole lines in block[start:end]
+                self._block, self._block_start, self._block_lines = block, start, lines
+                find = block.find
+                i = start
+                in_block = 0
+                if prefixes is None:
+                    while i < end:
+                        j = find(newline, i) + 1
+                        in_block += 1
+                        self._at = None
+                        self._line_start = i
+                        event = self._one_line(block[i:j], name)
+                        if event is not None:
+                            yield event
+                        i = j
+                else:
+                    while i < end:
+                        j = find(newline, i)
+                        pos = find(verdict_key, i, j)
+                        in_block += 1
+                        if pos < 0 or pos - i > late or block[pos + 11] in first_bytes:
+                            self._at = None
+                            self._line_start = i
+                            event = self._one_line(block[i:j + 1], name)
+                            if event is not None:
+                                yield event
+                            skipped_flows += self._skipped
+                        else:
+                            skipped_flows += 1  # an ordinary flow with another verdict
+                        i = j + 1
+                lines += in_block
+                in_block = 0
+                self._line_count = lines
+            if dropping:
+                lines += 1
+            elif carry:  # the last line, without its newline
+                lines += 1
+                self._at = lines
+                if len(carry) >= limit:
+                    self._malformed(name, lines, self._too_long_reason())
+                else:
+                    event = self._one_line(carry, name)
+                    if event is not None:
+                        yield event
+                    skipped_flows += self._skipped
         finally:
-            self._line_count = line_no
-            stats.lines += line_no
+            lines += in_block
+            self._line_count = lines
+            self._block = b""
+            stats.lines += lines
             stats.flows += skipped_flows
+
+    def _line_no(self) -> int:
+        """The number of the line being looked at (counted only when needed: for the samples of malformed lines)."""
+        if self._at is None:
+            self._at = self._block_lines + self._block.count(b"\n", self._block_start, self._line_start) + 1
+        return self._at
+
+    def _one_line(self, line: bytes, name: str) -> Event | None:
+        """One line looked at alone (the prefilter of a line that needs more than the fast path, then its parse).
+        Sets ``self._skipped`` to 1 when it was a flow skipped unparsed."""
+        self._skipped = 0
+        prefixes = self.verdict_prefixes
+        if prefixes is not None:
+            pos = line.find(_VERDICT_KEY, 0, VERDICT_WINDOW)
+            if pos >= 0 and not line.startswith(prefixes, pos + 11):
+                # a flow with another verdict; only a file's last line can lack its end
+                if line[-1:] == b"\n" or self._skippable(line, name):
+                    self._skipped = 1
+                return None
+            if pos < 0 and self._late_verdict(line) is False:
+                if self._skippable(line, name):
+                    self._skipped = 1
+                return None
+        return self._parse_line(line, name)
 
     def _late_verdict(self, line: bytes) -> bool | None:
         """For a line without the verdict key near its start: False when it is surely a flow with another verdict,
@@ -339,33 +440,27 @@ class _Reader:
             return None
         return False
 
-    def _skippable(self, line: bytes, name: str, line_no: int, handle: BinaryIO) -> bool:
-        """An unparsed line with another verdict and no newline (a file's last line, or a line over the length limit):
-        True if it still looks like one JSON object; otherwise it is counted as malformed (a truncated last line)."""
-        if len(line) >= MAX_LINE_BYTES and not line.endswith(b"\n"):
-            self._too_long(name, line_no, handle)
-            return False
+    def _skippable(self, line: bytes, name: str) -> bool:
+        """An unparsed line with another verdict: True if it still looks like one JSON object; otherwise it is counted
+        as malformed (a truncated last line)."""
         stripped = line.strip()
         if stripped.startswith(b"{") and stripped.endswith(b"}"):
             return True
-        self._malformed(name, line_no, "not a complete JSON object (truncated line?)")
+        self._malformed(name, None, "not a complete JSON object (truncated line?)")
         return False
 
-    def _too_long(self, name: str, line_no: int, handle: BinaryIO) -> None:
-        while True:  # drop the rest of the line without keeping it
-            rest = handle.readline(MAX_LINE_BYTES)
-            if not rest or rest.endswith(b"\n"):
-                break
+    @staticmethod
+    def _too_long_reason() -> str:
         size = f"{MAX_LINE_BYTES >> 20} MiB" if MAX_LINE_BYTES % (1 << 20) == 0 else f"{MAX_LINE_BYTES} bytes"
-        self._malformed(name, line_no, f"line longer than {size}")
+        return f"line longer than {size}"
 
-    def _malformed(self, name: str, line_no: int, reason: str) -> None:
+    def _malformed(self, name: str, line_no: int | None, reason: str) -> None:
         self.stats.malformed += 1
         if self._file_samples < MAX_SAMPLES_PER_FILE:
             self._file_samples += 1
-            self.stats.malformed_samples.append((name, line_no, reason))
+            self.stats.malformed_samples.append((name, self._line_no() if line_no is None else line_no, reason))
 
-    def _parse_line(self, line: bytes, name: str, line_no: int) -> Event | None:
+    def _parse_line(self, line: bytes, name: str) -> Event | None:
         stats = self.stats
         stripped = line.strip()
         if not stripped:
@@ -386,7 +481,7 @@ class _Reader:
                 raise _Malformed(f"invalid JSON ({reason})") from None
             return self._dispatch(obj)
         except _Malformed as exc:
-            self._malformed(name, line_no, str(exc))
+            self._malformed(name, None, str(exc))
             return None
 
     # -- events --------------------------------------------------------------------------------------------------
