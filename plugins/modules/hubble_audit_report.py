@@ -36,7 +36,18 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - netpol.cilium._attributes
   - netpol.cilium._attributes.ACTIONGROUP_CILIUM
-  - netpol.cilium._attributes.INFO_MODULE
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Runs the same in check mode - it only reads flows. The report files in O(report_dir) are written in check mode
+        too, because they are the module's output, not cluster state.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - Changes nothing in the cluster and always returns C(changed=false); the reports are rewritten each run.
 options:
   source:
     description:
