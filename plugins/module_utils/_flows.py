@@ -40,14 +40,7 @@ class Peer(NamedTuple):
 
     def label_map(self) -> dict[str, str]:
         """Labels as key -> value, without the source prefix (``k8s:app=db`` -> ``app: db``)."""
-        result: dict[str, str] = {}
-        for label in self.labels:
-            source, _sep, rest = label.partition(":")
-            if not _sep:
-                rest = source
-            key, _eq, value = rest.partition("=")
-            result[key] = value
-        return result
+        return label_map(self.labels)
 
     def display(self) -> str:
         if self.namespace and (self.workload or self.pod):
@@ -109,6 +102,18 @@ class NodeStatus(NamedTuple):
 
 
 Event = Union[FlowRecord, LostEvents, NodeStatus]
+
+
+def label_map(labels: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Hubble labels (``k8s:app=db``, ``reserved:world``) as key -> value, without the source prefix."""
+    result: dict[str, str] = {}
+    for label in labels:
+        source, sep, rest = label.partition(":")
+        if not sep:
+            rest = source
+        key, _eq, value = rest.partition("=")
+        result[key] = value
+    return result
 
 
 def workload_name(pod: str | None, labels: dict[str, str], workloads: dict[str, str] | None = None,

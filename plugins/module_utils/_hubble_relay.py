@@ -39,6 +39,7 @@ from ._flows import (
     NodeStatus,
     Peer,
     entity_from_labels,
+    label_map,
     workload_name,
 )
 
@@ -183,17 +184,6 @@ _new_record = tuple.__new__  # FlowRecord(*fields) without the keyword handling 
 _DIRECTION_COUNT = len(DIRECTIONS)
 
 
-def _label_map(labels: Sequence[str]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for label in labels:
-        source, sep, rest = label.partition(":")
-        if not sep:
-            rest = source
-        key, _eq, value = rest.partition("=")
-        result[key] = value
-    return result
-
-
 def rfc3339(seconds: int, nanos: int) -> str:
     """A protobuf Timestamp as protojson writes it: UTC, 0, 3, 6 or 9 fractional digits."""
     prefix = datetime.datetime.fromtimestamp(seconds, _UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -255,7 +245,7 @@ class FlowConverter:
         hubble_workload = hubble_workloads[0].name if len(hubble_workloads) else None
         workload = None
         if pod or namespace:
-            workload = workload_name(pod, _label_map(labels), self.workloads, namespace, hubble_workload or None)
+            workload = workload_name(pod, label_map(labels), self.workloads, namespace, hubble_workload or None)
         identity = endpoint.identity
         # identity is a uint32 that protobuf cannot tell unset from 0: 0 (never a real identity) means unknown.
         return Peer(namespace, pod, workload, labels, identity if identity else None, endpoint.ID or None,
