@@ -167,9 +167,7 @@ def test_follow_streams_new_flows_and_ends_after_its_duration(relay: HubbleRelay
         assert isinstance(events[0], NodeStatus) and events[0].state == "NODE_CONNECTED"
         assert len(events[0].nodes) == 3
         assert len(_flows(events)) == 5
-        started = time.monotonic()
-        quiet = list(client.events(follow=True, duration=0.3))  # nothing happens: ends on its own
-        assert time.monotonic() - started < 5
+        quiet = list(client.events(follow=True, duration=0.3))  # nothing happens: returning proves it ends on its own
         assert _flows(quiet) == []
     assert relay.streams[0].request.follow and relay.streams[0].request.number == 0
 
