@@ -15,7 +15,7 @@ import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from ._cilium_dbg import BINARIES, binary_for_version, version_from_image
@@ -34,14 +34,6 @@ AGENT_LABEL_SELECTOR = "k8s-app=cilium"
 AGENT_CONTAINER = "cilium-agent"
 _HANDSHAKE = re.compile(r"Handshake status (\d{3})")
 _NOT_FOUND_BINARY = re.compile(r'exec: "([^"]+)": executable file not found')
-
-
-class AgentError(Exception):
-    """A node whose agent could not be found or used."""
-
-    def __init__(self, node: str, message: str) -> None:
-        super().__init__(f"node {node}: {message}")
-        self.node = node
 
 
 @dataclass
@@ -235,19 +227,10 @@ def run_per_node(nodes: list[str], work: Callable[[str], T], max_workers: int = 
     def guarded(node: str) -> tuple[str, T | Exception]:
         try:
             return node, work(node)
-        except (AgentError, KubeError, ValueError) as exc:
+        except (KubeError, ValueError) as exc:
             return node, exc
 
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(nodes)))) as pool:
         for node, result in pool.map(guarded, nodes):
             results[node] = result
     return results
-
-
-@dataclass
-class NodeReport:
-    """Per node: what we asked and what came back (kept for error reports)."""
-
-    node: str
-    agent: AgentPod | None = None
-    outcomes: list[ExecOutcome] = field(default_factory=list)

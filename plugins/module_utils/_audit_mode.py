@@ -10,8 +10,7 @@ imports Ansible: the modules turn a ``ModuleFailure`` into ``fail_json`` and eve
 
 from __future__ import annotations
 
-import json
-import time
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,12 +27,12 @@ from ._cilium_dbg import (
 )
 from ._endpoints import EndpointResolver, Resolution, Selection, SelectionError
 from ._k8s import Kube, KubeError
+from ._ledger import Ledger
 from ._rollout import AgentRestarter, RolloutError
 
 CONFIG_KEY = "policy-audit-mode"
 CNC_GROUP, CNC_PLURAL = "cilium.io", "ciliumnodeconfigs"
 CNC_VERSIONS = ("v2", "v2alpha1")
-LEDGER_CONFIGMAP = "netpol-cilium-audit-ledger"
 
 
 class ModuleFailure(Exception):
@@ -301,10 +300,9 @@ class AuditModeService:
             return version, sorted(items, key=lambda i: i["metadata"]["name"])
         return None, []
 
-    def expected_by_node(self) -> dict[str, dict[str, Any]]:
+    def expected_by_node(self, config_value: bool | None,
+                         cncs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """What each agent should run with after its next start: cilium-config, then matching CNC defaults."""
-        config_value = self.read_config_value()[0]
-        cncs = self.node_configs()[1]
         nodes = self.kube.call("list nodes", self.kube.core.list_node)
         expected: dict[str, dict[str, Any]] = {}
         for node in nodes.items:
@@ -337,11 +335,8 @@ class AuditModeService:
         agents = find_agents(self.kube, self.cilium_namespace)
         config_value = self.read_config_value()[0]
         cnc_version, cncs = self.node_configs()
-        expected = self.expected_by_node()
+        expected = self.expected_by_node(config_value, cncs)
         daemons = self.daemon_states(agents)
-        pods = {p.metadata.name: p for p in self.kube.call(
-            f"list cilium agent pods in {self.cilium_namespace}", self.kube.core.list_namespaced_pod,
-            self.cilium_namespace, label_selector="k8s-app=cilium").items}
         agent_rows = []
         inconsistencies = []
         for node in sorted(set(agents) | set(expected)):
@@ -349,12 +344,10 @@ class AuditModeService:
             want = expected.get(node, {"value": bool(config_value), "source": "cilium-config"})
             daemon = daemons.get(node, {})
             running = daemon.get("audit_mode")
-            pod = pods.get(agent.name) if agent else None
             row = {"node": node, "agent_pod": agent.name if agent else None,
                    "version": agent.version if agent else None,
                    "ready": agent.ready if agent else False,
-                   "started_at": pod.status.start_time.isoformat() if pod and pod.status and pod.status.start_time
-                   else None,
+                   "started_at": _isoformat(agent.started_at) if agent else None,
                    "runtime_audit_mode": audit_string(running) if "error" not in daemon else None,
                    "configured_audit_mode": audit_string(want["value"]), "configured_by": want["source"],
                    "consistent": running == want["value"] if "error" not in daemon else None,
@@ -405,22 +398,12 @@ class AuditModeService:
     def read_ledger(self) -> list[dict[str, Any]]:
         """Entries the collection recorded when it enabled audit mode (empty when it never did)."""
         try:
-            config = self.kube.call(f"read ConfigMap {self.cilium_namespace}/{LEDGER_CONFIGMAP}",
-                                    self.kube.core.read_namespaced_config_map, LEDGER_CONFIGMAP,
-                                    self.cilium_namespace)
+            recorded = Ledger(self.kube, self.cilium_namespace).entries()
         except KubeError as exc:
-            if exc.not_found or exc.forbidden:
+            if exc.forbidden:
                 return []
             raise
-        entries = []
-        for key, value in sorted((config.data or {}).items()):
-            try:
-                entry = json.loads(value)
-            except ValueError:
-                entry = {"raw": value}
-            entry.setdefault("scope_key", key)
-            entries.append(entry)
-        return entries
+        return [dict(entry, scope_key=entry.get("scope_key", key)) for key, entry in sorted(recorded.items())]
 
     # --- nodes and cluster scopes ---------------------------------------------------------------------
     def _require_agents(self) -> dict[str, AgentPod]:
@@ -568,5 +551,8 @@ def _selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -
     return True
 
 
-def elapsed(start: float) -> float:
-    return round(time.monotonic() - start, 3)
+def _isoformat(rfc3339: str | None) -> str | None:
+    """``2026-11-27T04:11:37Z`` (as AgentPod keeps it) -> ``2026-11-27T04:11:37+00:00``."""
+    if not rfc3339:
+        return None
+    return dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc).isoformat()

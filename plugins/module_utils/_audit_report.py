@@ -15,11 +15,6 @@ from ._audit_reports import ReportError, write_reports
 from ._flow_files import FileStats, FlowFileError, read_flow_files
 from ._judge import Judgement, Window, judge_flows, parse_expected, parse_window
 
-RELAY_OPTION_NAMES = ("relay_address", "relay_namespace", "relay_service", "relay_tls", "relay_ca_cert",
-                      "relay_client_cert", "relay_client_key", "relay_server_name", "relay_validate_certs",
-                      "relay_timeout")
-
-
 class ReportFailure(Exception):
     """The report could not be made (bad input, unreachable source, unwritable directory)."""
 

@@ -109,12 +109,6 @@ class Resolution:
     node_errors: dict[str, str]
     used_ciliumendpoints: bool
 
-    def by_node(self) -> dict[str, list[Target]]:
-        grouped: dict[str, list[Target]] = {}
-        for target in self.targets:
-            grouped.setdefault(target.node, []).append(target)
-        return grouped
-
 
 def _selector_to_string(selector: dict[str, Any] | None) -> str | None:
     """A Cilium endpointSelector as a Kubernetes label selector string (label source prefixes removed)."""

@@ -53,7 +53,7 @@ class Ledger:
             try:
                 result[key] = json.loads(value)
             except ValueError:
-                result[key] = {"unreadable": value}
+                result[key] = {"raw": value}
         return result
 
     def get(self, key: str) -> dict[str, Any] | None:

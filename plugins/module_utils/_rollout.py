@@ -10,7 +10,6 @@ and a restart is only done when it is: every agent ready on the new pod template
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from typing import Any, Callable
 from ._agents import AgentPod, AgentRunner, find_agents, run_per_node
 from ._cilium_dbg import status_argv
 from ._k8s import Kube, KubeError
+from ._ledger import utc_now
 
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 
@@ -35,10 +35,6 @@ class RolloutResult:
     restarted: list[str] = field(default_factory=list)  # nodes whose agent pod was replaced
     seconds: float = 0.0
     health: dict[str, str] = field(default_factory=dict)
-
-
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def daemonset_rolled_out(ds: Any) -> tuple[bool, str]:
@@ -84,7 +80,7 @@ class AgentRestarter:
             raise RolloutError(f"DaemonSet {self.namespace}/{self.daemonset} uses updateStrategy OnDelete: a "
                                "pod-template change does not restart its pods; restart the agents per node instead",
                                {"restarted": False})
-        patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: now_rfc3339()}}}}}
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: utc_now()}}}}}
         self.kube.call(f"patch DaemonSet {self.namespace}/{self.daemonset} (rolling restart)",
                        self.kube.apps.patch_namespaced_daemon_set, self.daemonset, self.namespace, patch,
                        idempotent=False)
