@@ -15,6 +15,7 @@ from ._audit_reports import ReportError, write_reports
 from ._flow_files import FileStats, FlowFileError, read_flow_files
 from ._judge import Judgement, Window, judge_flows, parse_expected, parse_window
 
+
 class ReportFailure(Exception):
     """The report could not be made (bad input, unreachable source, unwritable directory)."""
 
