@@ -17,7 +17,9 @@ so memory does not grow with the file. In a block, each line costs two C-level s
 key before it. A line whose first ``"verdict":"...`` (near the start of the line) names none of the wanted verdicts is
 counted and skipped without being cut out of the block or parsed. Only the lines that can match, and lines that do
 not look like an ordinary flow (lost events, node status, odd formatting), are parsed with ``json``. Line numbers
-are counted only when the sample of a malformed line needs one.
+are counted only when the sample of a malformed line needs one. In a parsed flow line, the long run of members from
+``"source"`` to the end of the flow (endpoints, labels, node, direction) repeats from flow to flow and is parsed once
+per distinct text (see ``_Reader._cached_run``); the record is always the one a whole parse gives.
 
 Malformed lines: a parsed line that is not valid JSON or has the wrong shape is skipped and counted, with the first
 few line numbers of each file. A line skipped unparsed is only known to hold a verdict key near its start: its JSON
@@ -59,12 +61,27 @@ MAX_LINE_BYTES = 8 << 20
 # Where the verdict key must start for the fast path; protojson writes it right after time, uuid and emitter.
 VERDICT_WINDOW = 768
 PEER_CACHE_SIZE = 16384
+# Runs of flow members kept by their JSON text (about a KiB each): a few MiB at most.
+RUN_CACHE_SIZE = 4096
 
 # The C scanner behind json.loads, without its wrapper: (object, end) from a str at an offset.
 _SCAN_JSON = json.scanner.make_scanner(json.JSONDecoder())
 _VERDICT_KEY = b'"verdict":"'
 _GZIP_MAGIC = b"\x1f\x8b"
 _EMPTY: dict[str, Any] = {}
+# The member put where a cached run of members was cut out of a line: a key no Hubble flow has.
+_HOLE_KEY = "\x00netpol.cilium cut\x00"
+_HOLE = f",{json.dumps(_HOLE_KEY)}:0"
+_REPARSE = object()
+_NO_RUN = object()
+# What Reader._part reads of a flow, and what the rest of Reader._convert reads (see Reader._cached_run).
+_PART_KEYS = frozenset(("source", "destination", "source_names", "destination_names", "event_type",
+                        "traffic_direction", "is_reply", "node_name", "drop_reason_desc", "ingress_denied_by",
+                        "egress_denied_by", "policy_match_type"))
+_HEAD_KEYS = frozenset(("verdict", "time", "IP", "l4"))
+# event type, source and destination peers (without address and names), their names, direction, reply, node,
+# drop reason, denying policies, policy match type
+_Part = tuple[int, Peer, Peer, Any, Any, str, "bool | None", str, "str | None", tuple[str, ...], int]
 _new_tuple = tuple.__new__
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -251,6 +268,7 @@ class _Reader:
         self.namespaces = frozenset(namespaces) if namespaces else None
         self.windowed = since is not None or until is not None
         self._peers: dict[tuple[Any, ...], Peer] = {}
+        self._runs: dict[str, tuple[frozenset[str], _Part] | object] = {}
         self._file_samples = 0
         self._line_count = 0
         # where the line being looked at is, for _line_no: its number when known, else its block and offset
@@ -470,6 +488,10 @@ class _Reader:
         try:
             try:
                 text = stripped.decode("utf-8")
+                if self.verdicts is not None:  # a candidate line of an ordinary filtered read
+                    event = self._cached_run(text)
+                    if event is not _REPARSE:
+                        return event  # type: ignore[return-value]
                 obj, end = _SCAN_JSON(text, 0)
                 if end != len(text):
                     raise ValueError(f"extra data at column {end + 1}")
@@ -483,6 +505,66 @@ class _Reader:
         except _Malformed as exc:
             self._malformed(name, None, str(exc))
             return None
+
+    def _cached_run(self, text: str) -> Event | None | object:
+        """The flow of ``text`` with the bulk of the line taken from a cache keyed by its exact text, or ``_REPARSE``
+        when the line does not have the usual shape (it is then parsed whole, as any other line).
+
+        In a ``{"flow": {...}, ...}`` line, the run of members from ``"source"`` to the end of the flow object
+        (both endpoints with their labels, node, direction, event type, summary: most of the line) repeats from
+        flow to flow, because the same pods talk over and over; the members before it (time, uuid, addresses,
+        ports) change every time. So the run is cut out and parsed, and turned into its part of the record, only
+        the first time its text is seen; the rest of the line is parsed as usual, with a placeholder member where
+        the run was. This is used only when the run parses as whole members, holds what :meth:`_part` reads and
+        none of what the rest is read for, the placeholder comes back as a member of the flow object, and no key
+        is in both parts; anything else goes the long way, so the record is always the one a whole parse gives.
+        """
+        if not text.startswith('{"flow":{'):
+            return _REPARSE
+        start = text.find(',"source":{')
+        end = text.rfind('},"')
+        if start < 0 or end <= start:
+            return _REPARSE
+        run = text[start + 1:end]
+        cached = self._runs.get(run)
+        if cached is None:
+            cached = self._parse_run(run)
+        if cached is _NO_RUN:
+            return _REPARSE
+        keys, part = cached  # type: ignore[misc]
+        reduced = f"{text[:start]}{_HOLE}{text[end:]}"
+        try:
+            obj, stop = _SCAN_JSON(reduced, 0)
+        except (ValueError, StopIteration):
+            return _REPARSE
+        if stop != len(reduced) or obj.__class__ is not dict:
+            return _REPARSE
+        flow = obj.get("flow")
+        if flow.__class__ is not dict or flow.pop(_HOLE_KEY, None) != 0 or not flow.keys().isdisjoint(keys):
+            return _REPARSE
+        self.stats.flows += 1
+        try:
+            record = self._convert(flow, obj, part)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+            self.stats.flows -= 1
+            return _REPARSE
+        return self._count(record)
+
+    def _parse_run(self, run: str) -> tuple[frozenset[str], _Part] | object:
+        """For a run of flow members (``"source":{...},...``), kept for the next line with the same text: the keys
+        the rest of the line must not have, and the run's :meth:`_part`; ``_NO_RUN`` when it cannot be used."""
+        cached: tuple[frozenset[str], _Part] | object = _NO_RUN
+        try:
+            members, stop = _SCAN_JSON(f"{{{run}}}", 0)
+            if stop == len(run) + 2 and members.__class__ is dict and _HEAD_KEYS.isdisjoint(members) \
+                    and members.get("source").__class__ is dict and members.get("destination").__class__ is dict:
+                cached = (frozenset(members) | _PART_KEYS, self._part(members))
+        except (ValueError, StopIteration, TypeError, AttributeError, KeyError, IndexError):
+            pass
+        if len(self._runs) >= RUN_CACHE_SIZE:
+            self._runs.clear()
+        self._runs[run] = cached
+        return cached
 
     # -- events --------------------------------------------------------------------------------------------------
 
@@ -559,6 +641,9 @@ class _Reader:
             record = self._convert(flow, envelope)
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
             raise _Malformed(f"unexpected flow shape ({_short(exc)})") from None
+        return self._count(record)
+
+    def _count(self, record: FlowRecord | None) -> FlowRecord | None:
         stats = self.stats
         if record is None:
             stats.filtered += 1
@@ -574,16 +659,20 @@ class _Reader:
                 stats.last_flow_time = record.time
         return record
 
-    def _convert(self, flow: dict[str, Any], envelope: dict[str, Any] | None) -> FlowRecord | None:
-        """The FlowRecord of a parsed flow, or None when a filter drops it. Called for every parsed flow: kept lean."""
+    def _convert(self, flow: dict[str, Any], envelope: dict[str, Any] | None,
+                 part: _Part | None = None) -> FlowRecord | None:
+        """The FlowRecord of a parsed flow, or None when a filter drops it. Called for every parsed flow: kept lean.
+        ``part``: the :meth:`_part` of the flow's members, when already known."""
         get = flow.get
         verdict = get("verdict") or "VERDICT_UNKNOWN"
         if verdict.__class__ is not str:
             verdict = VERDICTS[verdict] if isinstance(verdict, int) and 0 <= verdict < len(VERDICTS) else str(verdict)
         if self.verdicts is not None and verdict not in self.verdicts:
             return None
-        event = get("event_type")
-        event_type = int(event.get("type") or 0) if event else 0
+        if part is None:
+            part = self._part(flow)
+        (event_type, source_base, destination_base, source_names, destination_names, direction, reply, node,
+         drop_reason, policies, match) = part
         if self.event_types is not None and event_type not in self.event_types:
             return None
         when = get("time") or (envelope.get("time") if envelope else None) or ""
@@ -592,11 +681,27 @@ class _Reader:
         if self.windowed and not self._in_window(when):
             return None
         ip = get("IP") or _EMPTY
-        source = self._peer(get("source") or _EMPTY, ip.get("source"), get("source_names"))
-        destination = self._peer(get("destination") or _EMPTY, ip.get("destination"), get("destination_names"))
+        source = _with_address(source_base, ip.get("source"), source_names)
+        destination = _with_address(destination_base, ip.get("destination"), destination_names)
         if self.namespaces is not None and source.namespace not in self.namespaces \
                 and destination.namespace not in self.namespaces:
             return None
+        protocol, port = _layer4(get("l4"))
+        if not node:
+            node = (envelope.get("node_name") if envelope else None) or ""
+            if node.__class__ is not str:
+                node = str(node)
+        return _new_tuple(FlowRecord, (
+            when, node, verdict, event_type, direction, reply, source, destination, protocol, port, drop_reason,
+            policies, match,
+        ))
+
+    def _part(self, flow: dict[str, Any]) -> _Part:
+        """What a flow's members from ``_PART_KEYS`` give its record: the same for every flow with the same
+        members (see :meth:`_cached_run`)."""
+        get = flow.get
+        event = get("event_type")
+        event_type = int(event.get("type") or 0) if event else 0
         direction = get("traffic_direction") or "TRAFFIC_DIRECTION_UNKNOWN"
         if direction.__class__ is not str:
             direction = DIRECTIONS[direction] if isinstance(direction, int) and 0 <= direction < len(DIRECTIONS) \
@@ -606,20 +711,21 @@ class _Reader:
             if isinstance(reply, dict):  # a BoolValue written as a message
                 reply = reply.get("value", False)
             reply = bool(reply)
-        protocol, port = _layer4(get("l4"))
-        node = get("node_name") or (envelope.get("node_name") if envelope else None) or ""
+        node = get("node_name") or ""
         drop_reason = get("drop_reason_desc")
         ingress_denied, egress_denied = get("ingress_denied_by"), get("egress_denied_by")
-        return _new_tuple(FlowRecord, (
-            when, node if node.__class__ is str else str(node), verdict, event_type, direction, reply, source,
-            destination, protocol, port, str(drop_reason) if drop_reason not in (None, "", 0) else None,
+        return (
+            event_type, self._peer(get("source") or _EMPTY), self._peer(get("destination") or _EMPTY),
+            get("source_names"), get("destination_names"), direction, reply,
+            node if node.__class__ is str else str(node),
+            str(drop_reason) if drop_reason not in (None, "", 0) else None,
             _policies(ingress_denied, egress_denied) if ingress_denied or egress_denied else (),
             int(get("policy_match_type") or 0),
-        ))
+        )
 
-    def _peer(self, endpoint: Any, ip: Any, names: Any) -> Peer:
-        """A Peer, with the endpoint part built once per distinct endpoint: flows repeat the same endpoints over and
-        over (the address is per flow: pods get new ones, and the world is large)."""
+    def _peer(self, endpoint: Any) -> Peer:
+        """The Peer of an endpoint object, without the flow's address and names (see :func:`_with_address`), built
+        once per distinct endpoint: flows repeat the same endpoints over and over."""
         get = endpoint.get  # AttributeError (a wrong shape) is reported by the caller
         identity = get("identity")
         # identities stand for a label set; without one, the labels themselves must be part of the key
@@ -634,14 +740,19 @@ class _Reader:
             if len(self._peers) >= PEER_CACHE_SIZE:
                 self._peers.clear()
             self._peers[key] = base
-        if names:
-            if not isinstance(names, list):
-                raise TypeError("source_names/destination_names is not a list")
-            return _new_tuple(Peer, (*base[:7], str(ip) if ip is not None else None, tuple(names)))
-        if ip is None:
-            return base
-        # Peer(...) through tuple.__new__: the same object, without the Python-level __new__ of a NamedTuple
-        return _new_tuple(Peer, (*base[:7], ip if ip.__class__ is str else str(ip), ()))
+        return base
+
+
+def _with_address(base: Peer, ip: Any, names: Any) -> Peer:
+    """A peer of a flow: its endpoint's ``base`` with the flow's address and DNS names."""
+    if names:
+        if not isinstance(names, list):
+            raise TypeError("source_names/destination_names is not a list")
+        return _new_tuple(Peer, (*base[:7], str(ip) if ip is not None else None, tuple(names)))
+    if ip is None:
+        return base
+    # Peer(...) through tuple.__new__: the same object, without the Python-level __new__ of a NamedTuple
+    return _new_tuple(Peer, (*base[:7], ip if ip.__class__ is str else str(ip), ()))
 
 
 def _layer4(l4: Any) -> tuple[str | None, int | None]:

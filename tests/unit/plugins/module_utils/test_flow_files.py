@@ -454,3 +454,45 @@ def test_malformed_line_numbers_deep_in_a_block(tmp_path: Path) -> None:
     _events, packed = read([tmp_path / "deep.jsonl.gz"])
     assert packed.malformed_samples == [(str(tmp_path / "deep.jsonl.gz"), line, reason)
                                         for _name, line, reason in stats.malformed_samples]
+
+
+# -- the cache of repeated runs of members -----------------------------------------------------------------------------
+
+def variants_of(line: str) -> list[str]:
+    """Lines of the same flow that the cached path must read exactly as a whole parse does, or leave to it."""
+    envelope = json.loads(line)
+    flow = envelope["flow"]
+    compact = lambda value: json.dumps(value, separators=(",", ":"))  # noqa: E731
+    head_first = {"traffic_direction": "EGRESS", **flow}  # a key of the run's part before the run
+    del head_first["traffic_direction"]
+    head_first = {"traffic_direction": flow["traffic_direction"], **head_first}
+    l4_last = {key: value for key, value in flow.items() if key != "l4"} | {"l4": {"UDP": {"destination_port": 53}}}
+    moved = compact(dict(envelope, flow=head_first))
+    return [
+        line,
+        line.replace('"verdict":', '"node_name":"first","verdict":', 1),  # a key in both parts: the last one wins
+        moved,
+        moved.replace('"traffic_direction":"INGRESS"', '"traffic_direction":"EGRESS"', 1),
+        compact(dict(envelope, flow=l4_last)),  # a key read from the head, found in the run
+        line.replace('"source":{', '"source":{,', 1),  # the run is no JSON: malformed
+        line.replace(',"source":{', ',"extra":{"source":{"a":1}},"source":{', 1),
+        compact(dict(envelope, flow=flow, after={"a": 1})),  # an object after the flow
+        line.replace('"IP":{"source":"', '"IP":{"source":"1', 1),  # another address, the same run
+    ]
+
+
+def test_cached_runs_read_exactly_as_a_whole_parse(tmp_path: Path) -> None:
+    audit = real_lines("audit-ingress.jsonl")
+    lines = [variant for line in audit for variant in variants_of(line)] * 2  # the second time from the cache
+    path = write(tmp_path / "variants.jsonl", lines)
+    events, stats = read([path])
+    everything, whole = read([path], verdicts=None, event_types=None)  # every line parsed whole, no cache
+    assert events == [event for event in everything if event.verdict == "AUDIT" and event.event_type == 5]
+    assert len(events) == len(lines) - 2 * len(audit)
+    assert stats.malformed == whole.malformed == 2 * len(audit)
+    assert stats.malformed_samples == whole.malformed_samples
+    assert "invalid JSON (Expecting property name" in stats.malformed_samples[0][2]
+    first = events[:8]
+    assert [event.direction for event in first[2:4]] == ["INGRESS", "EGRESS"]
+    assert first[1].node == "prod-a/real-1" and (first[4].protocol, first[4].port) == ("UDP", 53)
+    assert first[7].source.ip == "1" + first[0].source.ip and first[7].source[:7] == first[0].source[:7]
