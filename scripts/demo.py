@@ -84,7 +84,7 @@ def main() -> int:
         db = ["-e", "audit_policy=shop/db-ingress"]
         playbook("audit_status.yml", inventory, env, *db)
         reason = "audit_reason='demo: observe db-ingress before enforcing'"
-        playbook("audit_enable.yml", inventory, env, *db, "-e", reason)
+        playbook("audit_enable.yml", inventory, env, *db, "-e", reason, "-e", "audit_max_duration=2h")
         playbook("audit_status.yml", inventory, env, *db)
         reports = state / "reports"
         window = ["-e", json.dumps({"audit_report_duration": "6s", "audit_report_namespaces": ["shop"],

@@ -10,7 +10,6 @@ imports Ansible: the modules turn a ``ModuleFailure`` into ``fail_json`` and eve
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,8 @@ from ._cilium_dbg import (
 )
 from ._endpoints import EndpointResolver, Resolution, Selection, SelectionError
 from ._k8s import Kube, KubeError
-from ._ledger import Ledger
+from . import _guard as guard
+from ._ledger import Ledger, parse_time
 from ._rollout import AgentRestarter, RolloutError
 
 CONFIG_KEY = "policy-audit-mode"
@@ -374,12 +374,13 @@ class AuditModeService:
         endpoints_on = [e for e in endpoints if e["audit_mode"] == "Enabled"]
         cluster_on = bool(agent_rows) and len(nodes_on) == len(agent_rows)
         ledger = self.read_ledger()
+        where = {"cluster": cluster_on, "nodes": [] if cluster_on else nodes_on,
+                 "endpoints": [{"id": e["id"], "node": e["node"], "namespace": e["namespace"], "pod": e["pod"]}
+                               for e in endpoints_on if e["node"] not in nodes_on]}
         return {
             "changed": False,
             "audit_active": bool(nodes_on or endpoints_on or config_value),
-            "where": {"cluster": cluster_on, "nodes": [] if cluster_on else nodes_on,
-                      "endpoints": [{"id": e["id"], "node": e["node"], "namespace": e["namespace"], "pod": e["pod"]}
-                                    for e in endpoints_on if e["node"] not in nodes_on]},
+            "where": where,
             "consistent": not inconsistencies,
             "inconsistencies": inconsistencies,
             "config": {"namespace": self.cilium_namespace,
@@ -393,6 +394,7 @@ class AuditModeService:
             "errors": endpoint_errors + [r["error"] for r in agent_rows if r["error"]],
             "ledger": ledger,
             "since": min((e.get("enabled_at") for e in ledger if e.get("enabled_at")), default=None),
+            "guard": guard.check(where, bool(config_value), ledger),
         }
 
     def read_ledger(self) -> list[dict[str, Any]]:
@@ -468,8 +470,12 @@ class AuditModeService:
         self._verify_daemons(outcome, selected if restart else [], enabled)
         return outcome
 
-    def set_cluster(self, enabled: bool, *, check_mode: bool, force: bool = False, restart: bool = True) -> Outcome:
-        """policy-audit-mode in cilium-config for clusters not managed by Helm, then a health-gated rolling restart."""
+    def set_cluster(self, enabled: bool, *, check_mode: bool, force: bool = False, restart: bool = True,
+                    write_config: bool = True) -> Outcome:
+        """policy-audit-mode in cilium-config for clusters not managed by Helm, then a health-gated rolling restart.
+
+        With ``write_config`` false (Helm has set the value already) the ConfigMap must hold the desired value; only
+        the restart of the agents that run with another value, and their verification, are done."""
         outcome = Outcome()
         value, config = self.read_config_value()
         if config is None:
@@ -479,7 +485,13 @@ class AuditModeService:
         labels = meta.get("labels") or {}
         annotations = meta.get("annotations") or {}
         release = annotations.get("meta.helm.sh/release-name")
-        if (labels.get("app.kubernetes.io/managed-by") == "Helm" or release) and not force:
+        if not write_config and value is not enabled:
+            shown = "not set" if value is None else f"{CONFIG_KEY}={str(value).lower()}"
+            raise ModuleFailure(
+                f"ConfigMap {self.cilium_namespace}/cilium-config has {shown}, not {CONFIG_KEY}="
+                f"{str(enabled).lower()}: with write_config false the value must be set first (helm upgrade with "
+                f"policyAuditMode={str(enabled).lower()}); nothing was restarted")
+        if write_config and (labels.get("app.kubernetes.io/managed-by") == "Helm" or release) and not force:
             raise ModuleFailure(
                 f"ConfigMap {self.cilium_namespace}/cilium-config is owned by the Helm release "
                 f"{release or '(unknown)'}: the next helm upgrade would undo this change. Set policyAuditMode through "
@@ -553,6 +565,5 @@ def _selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -
 
 def _isoformat(rfc3339: str | None) -> str | None:
     """``2026-11-27T04:11:37Z`` (as AgentPod keeps it) -> ``2026-11-27T04:11:37+00:00``."""
-    if not rfc3339:
-        return None
-    return dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc).isoformat()
+    moment = parse_time(rfc3339)
+    return moment.isoformat() if moment else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from typing import Any
 
 from ._k8s import Kube, KubeError
@@ -22,8 +23,50 @@ from ._k8s import Kube, KubeError
 LEDGER_CONFIGMAP = "netpol-cilium-audit-ledger"
 
 
+_DURATION = re.compile(r"(\d+)([wdhms])")
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(dt.datetime.now(dt.timezone.utc))
+
+
+def format_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """A ledger time (``2026-11-27T04:11:37Z``) as an aware datetime; None when missing or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+def parse_duration(value: Any, option: str = "max_duration") -> dt.timedelta:
+    """``24h``, ``90m``, ``1d12h`` or ``2w`` (units w, d, h, m, s) as a positive timedelta (ValueError names it)."""
+    text = str(value).strip().lower() if value is not None else ""
+    parts = _DURATION.findall(text)
+    if not text or not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"{option}: expected a duration such as 24h, 90m, 1d12h or 2w (units w, d, h, m, s), "
+                         f"got {value!r}")
+    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise ValueError(f"{option}: expected a duration longer than zero, got {value!r}")
+    return dt.timedelta(seconds=seconds)
+
+
+def expires_at(enabled_at: str, max_duration: str) -> str | None:
+    """When an entry enabled at ``enabled_at`` for ``max_duration`` expires (None when either is unreadable)."""
+    start = parse_time(enabled_at)
+    if start is None:
+        return None
+    try:
+        return format_time(start + parse_duration(max_duration))
+    except ValueError:
+        return None
 
 
 def scope_key(scope: str, selection: dict[str, Any]) -> str:

@@ -23,9 +23,12 @@ description:
     C(cilium-dbg status --brief), and verifies the daemons run with the new value.
   - O(scope=cluster) is for Cilium installations not managed by Helm - it sets C(policy-audit-mode) in the ConfigMap
     C(cilium-config) and does a health-gated rolling restart of the agent DaemonSet. A ConfigMap owned by a Helm
-    release is refused unless O(force=true) (use the role C(netpol.cilium.audit_mode_helm) instead).
+    release is refused unless O(force=true) (use the role C(netpol.cilium.audit_mode_helm) instead, which sets the
+    value through Helm and then calls this module with O(write_config=false) for the restart and the proof).
   - Audit mode gives no isolation while it is on. Every enable is recorded in the ConfigMap
-    C(netpol-cilium-audit-ledger) in the Cilium namespace, which M(netpol.cilium.cilium_audit_mode_info) reports.
+    C(netpol-cilium-audit-ledger) in the Cilium namespace - scope, selection, reason, who, since when and until when
+    (O(max_duration)) - which M(netpol.cilium.cilium_audit_mode_info) reports and C(playbooks/audit_guard.yml)
+    checks. Audit mode found on without an entry is recorded as C(adopted) by the next enable.
 author:
   - netpol.cilium maintainers (@netpol-cilium)
 requirements:
@@ -91,9 +94,29 @@ options:
     default: false
   reason:
     description:
-      - Why audit mode is switched on; kept in the ledger next to who (C(ansible_user)-independent - the API user is not
-        known to the module) and when.
+      - Why audit mode is switched on; kept in the ledger entry (with who, when and until when).
     type: str
+  max_duration:
+    description:
+      - How long audit mode may stay on, from when it was first switched on for this selection - V(24h), V(90m),
+        V(1d12h), V(2w) (units w, d, h, m, s). Required with O(state=enabled).
+      - The ledger entry gets C(expires_at); C(playbooks/audit_guard.yml) and
+        M(netpol.cilium.cilium_audit_mode_info) report audit mode that is still on after it. Re-running with another
+        value moves the expiry (counted from the first enable) and is a change.
+    type: str
+  enabled_by:
+    description:
+      - Who or what switches audit mode on, for the ledger (e.g. the AWX user and job). Defaults to the OS user and
+        host that run the module (kept from the first enable on re-runs).
+    type: str
+  write_config:
+    description:
+      - With O(scope=cluster), write C(policy-audit-mode) to C(cilium-config). V(false) is for Helm-managed Cilium
+        after C(helm upgrade) has set C(policyAuditMode) (what the role C(netpol.cilium.audit_mode_helm) does) - the
+        ConfigMap must already hold the desired value (the task fails otherwise), and the module only restarts the
+        agents whose running value differs and verifies them.
+    type: bool
+    default: true
 notes:
   - Audit mode only covers L3/L4 policy. L7 rules (Envoy), DNS rules and FQDN policies keep enforcing.
   - An endpoint that no policy selects (C(policy-enabled=none)) produces no AUDIT verdicts; the module warns.
@@ -112,12 +135,14 @@ EXAMPLES = r"""
     state: enabled
     policy: shop/db-ingress
     reason: "CHG-1234: observe db-ingress before enforcing"
+    max_duration: 24h
 
 - name: Audit mode for the db pods (re-run on a schedule to reconcile after agent restarts)
   netpol.cilium.cilium_audit_mode:
     state: enabled
     namespace: shop
     label_selector: app=db
+    max_duration: 2d
   register: audit
 
 - name: Show what a reconcile had to re-apply
@@ -130,6 +155,8 @@ EXAMPLES = r"""
     scope: nodes
     node_selector:
       rollout.example.com/canary: "true"
+    max_duration: 12h
+    reason: canary nodes first
 
 - name: Back to enforcement on a cluster that is not managed by Helm
   netpol.cilium.cilium_audit_mode:
@@ -226,6 +253,9 @@ diff:
   type: dict
 """
 
+import getpass
+import socket
+
 from ansible_collections.netpol.cilium.plugins.module_utils._args import (
     CILIUM_ARG_SPEC,
     SELECTION_ARG_SPEC,
@@ -245,7 +275,13 @@ from ansible_collections.netpol.cilium.plugins.module_utils._k8s import (
     auth_argument_spec,
     build_module,
 )
-from ansible_collections.netpol.cilium.plugins.module_utils._ledger import Ledger, scope_key, utc_now
+from ansible_collections.netpol.cilium.plugins.module_utils._ledger import (
+    Ledger,
+    expires_at,
+    parse_duration,
+    scope_key,
+    utc_now,
+)
 
 MODULE_SPEC = {
     "state": {"type": "str", "choices": ["enabled", "disabled"], "required": True},
@@ -256,6 +292,9 @@ MODULE_SPEC = {
     "rollout_timeout": {"type": "int", "default": 600},
     "force": {"type": "bool", "default": False},
     "reason": {"type": "str"},
+    "max_duration": {"type": "str"},
+    "enabled_by": {"type": "str"},
+    "write_config": {"type": "bool", "default": True},
 }
 
 SELECTORS = ("endpoint_ids", "pods", "namespace", "label_selector", "policy")
@@ -281,6 +320,13 @@ def check_scope(params: dict) -> None:
         raise ValueError(f"node_selector: only used with scope nodes (scope is {scope})")
     if params["rollout_timeout"] < 1:
         raise ValueError(f"rollout_timeout: expected seconds of at least 1, got {params['rollout_timeout']}")
+    if params["state"] == "enabled":
+        if not params.get("max_duration"):
+            raise ValueError("max_duration: required with state enabled - audit mode gives no isolation, so say how "
+                             "long it may stay on (e.g. 24h, 90m, 2d); audit_guard.yml reports it once expired")
+        parse_duration(params["max_duration"])
+    if not params["write_config"] and scope != "cluster":
+        raise ValueError(f"write_config: only used with scope cluster (scope is {scope})")
 
 
 def diff_of(params: dict, outcome: Outcome) -> dict:
@@ -300,36 +346,68 @@ def diff_of(params: dict, outcome: Outcome) -> dict:
             "after": {"policy-audit-mode": config.get("after"), "restart_nodes": outcome.extra.get("restart_nodes")}}
 
 
-def record(module, service: AuditModeService, params: dict, outcome: Outcome, key: str) -> bool:
-    """Keep the ledger in step: an entry from the change that switched audit mode on, none once it is off.
+def ledger_entry(params: dict, outcome: Outcome, existing: dict | None) -> dict:
+    """The ledger entry of an enable: times of the first enable kept, the declared fields from this run."""
+    existing = existing or {}
+    enabled_at = existing.get("enabled_at") or utc_now()
+    entry = {
+        "scope": params["scope"],
+        "selection": {k: params.get(k) for k in (*SELECTORS, "nodes", "node_selector") if params.get(k)},
+        "enabled_at": enabled_at,
+        "last_applied_at": utc_now() if outcome.changed else existing.get("last_applied_at") or enabled_at,
+        "max_duration": params["max_duration"],
+        "expires_at": expires_at(enabled_at, params["max_duration"]),
+        "reason": params.get("reason") or existing.get("reason"),
+        "enabled_by": params.get("enabled_by") or existing.get("enabled_by") or default_actor(),
+        "recorded_by": "netpol.cilium.cilium_audit_mode",
+    }
+    if params["scope"] == "endpoints":
+        entry["endpoints"] = [{"id": r.id, "node": r.node, "namespace": r.namespace, "pod": r.pod}
+                              for r in outcome.rows]
+    else:
+        entry["nodes"] = sorted(outcome.nodes)
+    if params["scope"] == "nodes":
+        entry["node_config_name"] = params["node_config_name"]
+    if params["scope"] == "cluster":
+        entry["write_config"] = params["write_config"]
+    if existing.get("adopted") or (not existing.get("enabled_at") and not outcome.changed):
+        entry["adopted"] = True  # audit mode was on already: when it was switched on is not known
+    return entry
 
-    Returns whether the ledger itself changed (removing a stale entry is a change too)."""
+
+def default_actor() -> str:
+    """Who runs the module, as far as it can tell: the OS user and host of the controller (or execution node)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def record(module, service: AuditModeService, params: dict, outcome: Outcome, key: str) -> bool:
+    """Keep the ledger in step: an entry for audit mode that is on (with its expiry), none once it is off.
+
+    Returns whether the ledger itself changed: a new or updated entry (e.g. another max_duration or reason) for audit
+    mode that was already on, or a removed one, is a change too."""
     ledger = Ledger(service.kube, params["cilium_namespace"])
     try:
         if params["state"] == "disabled":
             if module.check_mode:
                 return ledger.get(key) is not None
             return ledger.remove(key)
-        if not outcome.changed or module.check_mode:
+        if params["scope"] == "endpoints" and not outcome.rows:
+            return False  # nothing selected (allow_empty): nothing is on, nothing to record
+        existing = ledger.get(key)
+        entry = ledger_entry(params, outcome, existing)
+        if existing == entry:
             return False
-        existing = ledger.get(key) or {}
-        entry = {
-            "scope": params["scope"],
-            "selection": {k: params.get(k) for k in (*SELECTORS, "nodes", "node_selector") if params.get(k)},
-            "enabled_at": existing.get("enabled_at") or utc_now(),
-            "last_applied_at": utc_now(),
-            "reason": params.get("reason") or existing.get("reason"),
-            "recorded_by": "netpol.cilium.cilium_audit_mode",
-        }
-        if params["scope"] == "endpoints":
-            entry["endpoints"] = [{"id": r.id, "node": r.node, "namespace": r.namespace, "pod": r.pod}
-                                  for r in outcome.rows]
-        else:
-            entry["nodes"] = sorted(outcome.nodes)
+        if module.check_mode:
+            return True
         ledger.put(key, entry)
+        return not outcome.changed
     except KubeError as exc:
         module.warn(f"audit mode is set, but the ledger ConfigMap could not be written ({exc}); "
-                    "cilium_audit_mode_info will not know since when it is on")
+                    "cilium_audit_mode_info and audit_guard.yml will not know since when it is on")
     return False
 
 
@@ -360,7 +438,7 @@ def main() -> None:
                                         check_mode=module.check_mode, restart=params["restart"])
         else:
             outcome = service.set_cluster(enabled, check_mode=module.check_mode, force=params["force"],
-                                          restart=params["restart"])
+                                          restart=params["restart"], write_config=params["write_config"])
         if record(module, service, params, outcome, key):
             outcome.changed = True
     except ModuleFailure as exc:

@@ -159,7 +159,8 @@ errors:
   type: list
   elements: str
 ledger:
-  description: What the collection recorded when it enabled audit mode (scope, selection, when).
+  description: What the collection recorded when it enabled audit mode - scope, selection, reason, C(enabled_by),
+    C(enabled_at), C(max_duration), C(expires_at), and C(scope_key) (the entry's key in the ledger ConfigMap).
   returned: always
   type: list
   elements: dict
@@ -167,6 +168,43 @@ since:
   description: The earliest time the collection recorded enabling audit mode that is still recorded, or null.
   returned: always
   type: str
+guard:
+  description:
+    - Audit mode that should not be on - on past the expiry of every ledger entry that covers it (or with no expiry
+      recorded), or on with no ledger entry at all. A place is covered by an entry of its own scope or a wider one.
+    - Endpoints are only checked when they are reported (selected, or O(all_endpoints=true));
+      C(playbooks/audit_guard.yml) uses O(all_endpoints=true).
+  returned: always
+  type: dict
+  contains:
+    ok:
+      description: Nothing expired and nothing unledgered.
+      type: bool
+    checked_at:
+      description: The time the expiries were compared with (UTC).
+      type: str
+    expired:
+      description: Places on past their expiry, with the covering entry's C(scope_key), C(enabled_at), C(expires_at),
+        C(reason) and C(enabled_by).
+      type: list
+      elements: dict
+    unledgered:
+      description: Places on that no ledger entry covers (C(where), C(kind) cluster/node/endpoint, and the node or
+        endpoint).
+      type: list
+      elements: dict
+    stale:
+      description: Ledger entries that cover nothing that is on any more (e.g. endpoints reset by an agent restart).
+      type: list
+      elements: dict
+    messages:
+      description: One readable line per expired or unledgered place.
+      type: list
+      elements: str
+  sample: {"ok": false, "checked_at": "2026-11-28T09:00:00Z", "expired": [], "stale": [],
+           "unledgered": [{"where": "node worker-2", "kind": "node", "node": "worker-2"}],
+           "messages": ["node worker-2: audit mode on with no ledger entry (not switched on by netpol.cilium, or its
+             entry was removed)"]}
 """
 
 from ansible_collections.netpol.cilium.plugins.module_utils._args import (

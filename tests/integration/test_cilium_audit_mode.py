@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ DB = {"namespace": "shop", "label_selector": "app=db"}
 
 
 def enable(**options):
-    return {"netpol.cilium.cilium_audit_mode": {"state": "enabled", **options}}
+    return {"netpol.cilium.cilium_audit_mode": {"state": "enabled", "max_duration": "1h", **options}}
 
 
 def disable(**options):
@@ -174,3 +176,56 @@ def test_disable_returns_to_enforcement_and_clears_the_ledger(sim_cluster: SimCl
     assert off["changed"] is True and off["endpoints"][0]["after"] == "Disabled"
     assert off["endpoints"][0]["policy_enabled"] == "ingress"
     assert seen["audit_active"] is False and seen["ledger"] == []
+
+
+# -- the ledger's expiry and the guard ---------------------------------------------------------------------------------
+
+def test_the_ledger_records_expiry_and_a_new_max_duration_moves_it(sim_cluster: SimCluster, tmp_path: Path) -> None:
+    run = run_tasks(sim_cluster, [enable(**DB, max_duration="2h", reason="CHG-7", enabled_by="alice via AWX"),
+                                  enable(**DB, max_duration="2h"), info(**DB),
+                                  enable(**DB, max_duration="1d"), info(**DB)], tmp_path)
+    first, again, seen, longer, after = run.results
+    assert run.rc == 0, run.stdout
+    assert first["changed"] is True and again["changed"] is False
+    [entry] = seen["ledger"]
+    assert (entry["scope"], entry["max_duration"], entry["reason"], entry["enabled_by"]) == (
+        "endpoints", "2h", "CHG-7", "alice via AWX")
+    start = datetime.fromisoformat(entry["enabled_at"].replace("Z", "+00:00"))
+    assert datetime.fromisoformat(entry["expires_at"].replace("Z", "+00:00")) - start == timedelta(hours=2)
+    assert seen["guard"]["ok"] is True and seen["guard"]["messages"] == []
+    assert longer["changed"] is True and longer["counts"]["changed"] == 0  # only the ledger changed
+    [moved] = after["ledger"]
+    assert moved["enabled_at"] == entry["enabled_at"] and moved["reason"] == "CHG-7"
+    assert datetime.fromisoformat(moved["expires_at"].replace("Z", "+00:00")) - start == timedelta(days=1)
+
+
+def test_guard_names_expired_and_unledgered_audit_mode(sim_cluster: SimCluster, tmp_path: Path) -> None:
+    run_tasks(sim_cluster, [enable(**DB, max_duration="1s", reason="short test")], tmp_path)
+    record = db_record(sim_cluster)
+    web = next(r for (ns, name), r in sim_cluster.endpoints.items() if ns == "shop" and not name.startswith("db-"))
+    # someone switches audit mode on by hand, with cilium-dbg in the agent: no ledger entry
+    assert sim_cluster.agent(web.node).exec(
+        ["cilium-dbg", "endpoint", "config", str(web.id), "PolicyAuditMode=Enabled"]).exit_code == 0
+    time.sleep(1.5)  # past the 1s expiry
+    (tmp_path / "guard").mkdir()
+    [seen] = run_tasks(sim_cluster, [info(all_endpoints=True)], tmp_path / "guard").results
+    guard = seen["guard"]
+    assert guard["ok"] is False
+    assert [(f["kind"], f["id"], f["pod"], f["reason"]) for f in guard["expired"]] == [
+        ("endpoint", record.id, record.pod, "short test")]
+    assert [(f["kind"], f["id"], f["pod"]) for f in guard["unledgered"]] == [("endpoint", web.id, web.pod)]
+    assert guard["messages"][0].startswith(
+        f"endpoint {record.node}/{record.id} shop/{record.pod}: audit mode on since ")
+    assert guard["messages"][1] == (f"endpoint {web.node}/{web.id} shop/{web.pod}: audit mode on with no ledger entry "
+                                    "(not switched on by netpol.cilium, or its entry was removed)")
+
+
+def test_audit_mode_found_on_without_an_entry_is_adopted_by_the_next_enable(sim_cluster: SimCluster,
+                                                                           tmp_path: Path) -> None:
+    record = db_record(sim_cluster)
+    sim_cluster.agent(record.node).exec(["cilium-dbg", "endpoint", "config", str(record.id), "PolicyAuditMode=Enabled"])
+    run = run_tasks(sim_cluster, [enable(**DB, max_duration="4h"), info(**DB)], tmp_path)
+    adopt, seen = run.results
+    assert adopt["changed"] is True and adopt["counts"]["unchanged"] == 1  # the ledger changed, not the endpoint
+    [entry] = seen["ledger"]
+    assert entry["adopted"] is True and seen["guard"]["ok"] is True

@@ -65,7 +65,8 @@ def test_relay_window_through_port_forward_fails_on_the_forgotten_flow(sim_clust
     API (no address given), frontend->db expected, the metrics-agent scrape on 9100 unexpected."""
     sim_cluster.start_hubble(rate_multiplier=60)
     run = run_tasks(sim_cluster, [
-        {"netpol.cilium.cilium_audit_mode": {"state": "enabled", "policy": "shop/db-ingress"}},
+        {"netpol.cilium.cilium_audit_mode": {"state": "enabled", "policy": "shop/db-ingress",
+                                             "max_duration": "1h"}},
         report(duration="4s", namespaces=["shop"], expected=[FRONTEND_TO_DB], report_dir=str(tmp_path / "gate")),
         report(duration="4s", namespaces=["shop"], expected=[
             FRONTEND_TO_DB, {"from": {"namespace": "monitoring", "workload": "metrics-agent"},
