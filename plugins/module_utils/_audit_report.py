@@ -153,7 +153,8 @@ def make_report(params: dict[str, Any], kube: Any = None, now: dt.datetime | Non
     judgement: Judgement = judge_flows(events, rules, workloads, verdicts=verdicts)
     min_flows = params.get("min_flows")
     if min_flows is None:
-        min_flows = 1 if params["source"] == "relay" and params.get("duration") else 0
+        live = params["source"] == "relay" and params.get("duration")
+        min_flows = 1 if live and "AUDIT" in verdicts else 0
     summary = judgement.summary(window=window, max_lost_events=params["max_lost_events"], min_flows=min_flows,
                                 max_malformed=params["max_malformed"], malformed_lines=collected.malformed,
                                 flows_seen=collected.flows_seen, source_errors=collected.source_errors)

@@ -76,13 +76,10 @@ RELAY_SERVICE = "hubble-relay"
 RELAY_NAMESPACE = "kube-system"
 RELAY_TARGET_PORT = 4245
 
-# Server-side filters. AUDIT policy verdicts (event type 5) for an audit window; for the watch after enforcing,
-# DROPPED by policy (drop events, type 1, and policy verdicts, type 5).
+# Server-side filters for an audit window: AUDIT policy verdicts (event type 5). A watch after enforcing asks for
+# DROPPED policy verdicts the same way (verdicts [DROPPED]).
 AUDIT_VERDICTS = ("AUDIT",)
 AUDIT_EVENT_TYPES = (5,)
-DENIED_VERDICTS = ("DROPPED",)
-DENIED_EVENT_TYPES = (1, 5)
-DENIED_DROP_REASONS = ("POLICY_DENIED", "POLICY_DENY")
 EVENT_TYPE_NAMES = {"drop": 1, "debug": 2, "capture": 3, "trace": 4, "policy-verdict": 5, "trace-sock": 7, "l7": 129}
 
 # A broken stream is reopened on these codes; anything else is the Relay's answer and ends the read.

@@ -119,7 +119,9 @@ options:
     default: 0
   min_flows:
     description:
-      - Flows the source must have seen. Default 1 when following a live Relay window, else 0.
+      - Flows the source must have seen. Default 1 when following a live Relay window for O(verdicts) that include
+        V(AUDIT) (an empty audit window must not look green), else 0 (e.g. a watch for V(DROPPED) after enforcing,
+        where no flow at all is the good outcome).
     type: int
   max_malformed:
     description:
@@ -161,9 +163,9 @@ options:
     default: hubble-relay
   relay_tls:
     description:
-      - Talk TLS to the Relay (implied by the certificate options).
+      - Talk TLS to the Relay. Unset, TLS is used when any of O(relay_ca_cert), O(relay_client_cert),
+        O(relay_client_key) or O(relay_server_name) is given; V(false) with one of them is an error.
     type: bool
-    default: false
   relay_ca_cert:
     description:
       - CA certificate (PEM file) that signed the Relay's server certificate.
@@ -338,7 +340,7 @@ MODULE_SPEC = {
     "relay_address": {"type": "str"},
     "relay_namespace": {"type": "str", "default": "kube-system"},
     "relay_service": {"type": "str", "default": "hubble-relay"},
-    "relay_tls": {"type": "bool", "default": False},
+    "relay_tls": {"type": "bool"},
     "relay_ca_cert": {"type": "path"},
     "relay_client_cert": {"type": "path"},
     "relay_client_key": {"type": "path", "no_log": False},

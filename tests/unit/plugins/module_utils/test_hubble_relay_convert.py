@@ -209,8 +209,8 @@ def test_filters_for_audit_denied_and_namespaces() -> None:
     [audit] = hr.build_filters()
     expected = {"verdict": ["AUDIT"], "event_type": [{"type": 5}]}
     assert json_format.MessageToDict(audit, preserving_proto_field_name=True) == expected
-    by_source, by_destination = hr.build_filters(hr.DENIED_VERDICTS, hr.DENIED_EVENT_TYPES, ["shop", "monitoring/"],
-                                                 hr.DENIED_DROP_REASONS)
+    by_source, by_destination = hr.build_filters(("DROPPED",), (1, 5), ["shop", "monitoring/"],
+                                                 ("POLICY_DENIED", "POLICY_DENY"))
     common = {"verdict": ["DROPPED"], "event_type": [{"type": 1}, {"type": 5}],
               "drop_reason_desc": ["POLICY_DENIED", "POLICY_DENY"]}
     assert json_format.MessageToDict(by_source, preserving_proto_field_name=True) == {
