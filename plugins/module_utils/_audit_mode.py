@@ -485,8 +485,8 @@ class AuditModeService:
         labels = meta.get("labels") or {}
         annotations = meta.get("annotations") or {}
         release = annotations.get("meta.helm.sh/release-name")
-        if not write_config and value is not enabled:
-            shown = "not set" if value is None else f"{CONFIG_KEY}={str(value).lower()}"
+        if not write_config and bool(value) is not enabled:  # no key is Cilium's default: off
+            shown = f"no {CONFIG_KEY} (off)" if value is None else f"{CONFIG_KEY}={str(value).lower()}"
             raise ModuleFailure(
                 f"ConfigMap {self.cilium_namespace}/cilium-config has {shown}, not {CONFIG_KEY}="
                 f"{str(enabled).lower()}: with write_config false the value must be set first (helm upgrade with "
@@ -499,7 +499,7 @@ class AuditModeService:
         agents = self._require_agents()
         daemons = self.daemon_states(agents)
         stale = sorted(n for n in agents if daemons.get(n, {}).get("audit_mode") != enabled)
-        config_changes = value is not enabled
+        config_changes = write_config and value is not enabled  # never written when Helm owns it
         outcome.extra["config"] = {"name": "cilium-config", "before": None if value is None else str(value).lower(),
                                    "after": str(enabled).lower()}
         outcome.changed = config_changes or bool(stale and restart)
@@ -517,9 +517,10 @@ class AuditModeService:
             try:
                 result = self.restarter.rolling_restart()
             except RolloutError as exc:
-                raise ModuleFailure(f"cilium-config now has {CONFIG_KEY}={str(enabled).lower()}, but the rolling "
-                                    f"restart of the agents failed: {exc}", {**outcome.result(),
-                                                                             "rollout": exc.state}) from exc
+                said = "now has" if config_changes else "has"
+                raise ModuleFailure(f"cilium-config {said} {CONFIG_KEY}={str(enabled).lower()}, but the rolling "
+                                    f"restart of the agents failed: {exc}",
+                                    {**outcome.result(), "rollout": exc.state}) from exc
             outcome.extra["rollout"] = {"restarted": result.restarted, "seconds": round(result.seconds, 2),
                                         "health": result.health}
         self._verify_daemons(outcome, sorted(agents) if restart else [], enabled)
