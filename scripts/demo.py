@@ -1,10 +1,11 @@
 """`make demo`: the lifecycle of netpol.cilium against a simulated Cilium cluster (the seed scenario).
 
 It starts the simulated cluster in this process (a real HTTPS Kubernetes API on loopback with emulated Cilium
-agents), shows what is in it, then runs the collection's playbooks with ansible-playbook exactly as a user would:
-status, audit mode on for the endpoints that the db policy selects, status again (proof from every agent), a Hubble
-audit report over a live window that fails the gate on the flow the policy forgot, the same report passing once that
-deny is expected, and audit mode off again.
+agents and a Hubble Relay), shows what is in it, then runs the collection's playbooks with ansible-playbook exactly
+as a user would: status; policy_rollout.yml for shop/db-ingress (apply, audit mode on for the endpoints the policy
+selects, a live observation window whose gate fails on the flow the policy forgot, a rollout summary); the same
+rollout again once that deny is expected (gate passes, enforcement, a watch window for unexpected drops, audit mode
+off and verified); and the audit-mode guard.
 """
 
 from __future__ import annotations
@@ -83,23 +84,26 @@ def main() -> int:
         env = ansible_env(cluster, {"ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False"})
         db = ["-e", "audit_policy=shop/db-ingress"]
         playbook("audit_status.yml", inventory, env, *db)
-        reason = "audit_reason='demo: observe db-ingress before enforcing'"
-        playbook("audit_enable.yml", inventory, env, *db, "-e", reason, "-e", "audit_max_duration=2h")
-        playbook("audit_status.yml", inventory, env, *db)
-        reports = state / "reports"
-        window = ["-e", json.dumps({"audit_report_duration": "6s", "audit_report_namespaces": ["shop"],
-                                    "audit_report_dir": str(reports)})]
-        playbook("audit_report.yml", inventory, env, *window, "-e",
+        artifacts = state / "artifacts"
+        rollout = ["-e", f"@{REPO / 'playbooks' / 'examples' / 'rollout-db.yml'}", "-e", json.dumps({
+            # the demo's windows are seconds long: the simulated traffic runs 60x faster
+            "policy_rollout_observe_duration": "6s", "policy_rollout_watch_duration": "5s",
+            "policy_rollout_max_duration": "2h", "policy_rollout_reason": "demo: roll out shop/db-ingress",
+            "policy_rollout_artifacts_dir": str(artifacts / "{{ inventory_hostname }}")})]
+        playbook("policy_rollout.yml", inventory, env, *rollout, "-e",
                  f"@{REPO / 'playbooks' / 'examples' / 'expected-denies.yml'}", expect_failure=True)
-        verdict = json.loads((reports / "demo-cluster" / "report.json").read_text())
+        verdict = json.loads((artifacts / "demo-cluster" / "gate" / "report.json").read_text())
         unexpected = [g["description"] for g in verdict["unexpected"]]
         if not verdict["summary"]["complete"] or not any("metrics-agent -> shop/db 9100/TCP" in u for u in unexpected):
             raise SystemExit(f"the gate failed for another reason than the forgotten flow: {verdict['summary']}")
-        print(">>> the gate failed, as it should: the policy forgot the metrics-agent scrape of db on 9100")
-        show_report(reports / "demo-cluster" / "report.md")
-        playbook("audit_report.yml", inventory, env, *window, "-e",
+        print(">>> the gate failed, as it should: the policy forgot the metrics-agent scrape of db on 9100;")
+        print(">>> audit mode stays on for db (recorded in the ledger with its expiry) until the rollout passes")
+        show_report(artifacts / "demo-cluster" / "gate" / "report.md")
+        playbook("policy_rollout.yml", inventory, env, *rollout, "-e",
                  f"@{REPO / 'playbooks' / 'examples' / 'expected-denies-with-metrics.yml'}")
-        playbook("audit_disable.yml", inventory, env, *db)
+        show_report(artifacts / "demo-cluster" / "rollout-summary.md")
+        playbook("audit_guard.yml", inventory, env)
+        print(f"\nArtifacts (reports and rollout summaries): {artifacts}")
         banner("Done")
         record = next(r for r in cluster.endpoints.values() if r.namespace == "shop" and r.pod.startswith("db-"))
         mode = "Enabled" if cluster.agent(record.node).endpoint_audit_mode(record.id) else "Disabled"

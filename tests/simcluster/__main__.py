@@ -1,6 +1,6 @@
 """Command line: run a simulated cluster in the foreground or the background.
 
-    python -m simcluster serve --state-dir DIR [--scenario seed] [--daemon]
+    python -m simcluster serve --state-dir DIR [--scenario seed] [--relay-rate N] [--daemon]
     python -m simcluster stop --state-dir DIR
 
 ``serve`` prints the kubeconfig path and the Hubble Relay address and writes ``DIR/sim.json``.
@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         SCENARIOS[args.scenario](cluster)
     cluster.faults.exec_latency = args.exec_latency
-    relay = cluster.start_hubble() if args.scenario == "seed" else None
+    relay = cluster.start_hubble(rate_multiplier=args.relay_rate) if args.scenario == "seed" else None
     info = {"pid": os.getpid(), "name": cluster.name, "server": cluster.server_url, "kubeconfig": cluster.kubeconfig,
             "context": f"{cluster.name}-admin", "readonly_context": f"{cluster.name}-readonly",
             "cilium_namespace": cluster.cilium_namespace, "hubble_relay": relay.address if relay else None,
@@ -58,7 +58,8 @@ def _daemon(args: argparse.Namespace) -> int:
     (state_dir / "sim.json").unlink(missing_ok=True)
     command = [sys.executable, "-m", "simcluster", "serve", "--state-dir", str(state_dir), "--scenario",
                args.scenario, "--name", args.name, "--agent-boot-seconds", str(args.agent_boot_seconds),
-               "--nodes", str(args.nodes), "--endpoints", str(args.endpoints), "--exec-latency", str(args.exec_latency)]
+               "--nodes", str(args.nodes), "--endpoints", str(args.endpoints), "--exec-latency", str(args.exec_latency),
+               "--relay-rate", str(args.relay_rate)]
     log = open(state_dir / "sim.log", "ab")  # noqa: SIM115 - handed to the child process
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[1]),
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--nodes", type=int, default=50, help="bench scenario: number of nodes")
     serve.add_argument("--endpoints", type=int, default=1000, help="bench scenario: number of endpoints")
     serve.add_argument("--exec-latency", type=float, default=0.0, help="seconds added to every pod exec")
+    serve.add_argument("--relay-rate", type=float, default=1.0,
+                       help="seed scenario: the Hubble Relay's traffic runs this many times faster than real time")
     stop = sub.add_parser("stop", help="stop a background simulated cluster")
     stop.add_argument("--state-dir", required=True)
     args = parser.parse_args(argv)
