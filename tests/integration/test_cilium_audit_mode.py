@@ -220,8 +220,8 @@ def test_guard_names_expired_and_unledgered_audit_mode(sim_cluster: SimCluster, 
                                     "(not switched on by netpol.cilium, or its entry was removed)")
 
 
-def test_audit_mode_found_on_without_an_entry_is_adopted_by_the_next_enable(sim_cluster: SimCluster,
-                                                                           tmp_path: Path) -> None:
+def test_audit_mode_found_on_without_an_entry_is_adopted_by_the_next_enable(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     record = db_record(sim_cluster)
     sim_cluster.agent(record.node).exec(["cilium-dbg", "endpoint", "config", str(record.id), "PolicyAuditMode=Enabled"])
     run = run_tasks(sim_cluster, [enable(**DB, max_duration="4h"), info(**DB)], tmp_path)

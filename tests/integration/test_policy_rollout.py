@@ -38,8 +38,8 @@ def db_record(cluster: SimCluster):
     return next(r for (ns, name), r in cluster.endpoints.items() if ns == "shop" and name.startswith("db-"))
 
 
-def test_an_unexpected_deny_stops_the_rollout_at_the_gate_with_audit_mode_recorded(sim_cluster: SimCluster,
-                                                                                    tmp_path: Path) -> None:
+def test_an_unexpected_deny_stops_the_rollout_at_the_gate_with_audit_mode_recorded(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     sim_cluster.start_hubble(rate_multiplier=60)
     result = rollout(sim_cluster, tmp_path, "-e", f"@{EXAMPLES / 'expected-denies.yml'}")
     assert result.returncode != 0

@@ -118,8 +118,8 @@ def test_gate_fails_on_the_unexpected_deny_and_names_it(sim_cluster: SimCluster,
     assert db_in_audit_mode(sim_cluster)
 
 
-def test_gate_fails_on_lost_events_even_when_every_deny_is_expected(sim_cluster: SimCluster,
-                                                                    tmp_path: Path) -> None:
+def test_gate_fails_on_lost_events_even_when_every_deny_is_expected(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     """A past window (since) read over TLS: Hubble lost events in it, so the green result cannot be trusted."""
     relay = sim_cluster.start_hubble(rate_multiplier=60, tls=True)
     relay.inject_lost_events(7)
@@ -273,6 +273,7 @@ def test_enforce_fails_when_the_window_cannot_be_watched(sim_cluster: SimCluster
     assert (result["passed"], result["enforced"], result["reverted"]) == (False, True, False)
     assert "127.0.0.1:9" in result["watch_error"]
 
+
 @pytest.mark.parametrize(("variables", "task", "words"), [
     ({"enforce_method": "nodes", "enforce_selection": DB_POLICY}, "Check that the selection fits the enforce method",
      ["does not fit enforce_method nodes", "nodes needs node_selector"]),
@@ -281,8 +282,8 @@ def test_enforce_fails_when_the_window_cannot_be_watched(sim_cluster: SimCluster
     ({"enforce_selection": DB_POLICY, "enforce_watch_duration": "2 minutes"}, "Check the length of the watch window",
      ["enforce_watch_duration: expected a duration such as 2m", "got 2 minutes"]),
 ], ids=["selection-does-not-fit-method", "unknown-selection-key", "unreadable-watch-duration"])
-def test_enforce_refuses_bad_options_before_switching(sim_cluster: SimCluster, tmp_path: Path,
-                                                       variables: dict[str, Any], task: str, words: list[str]) -> None:
+def test_enforce_refuses_bad_options_before_switching(
+        sim_cluster: SimCluster, tmp_path: Path, variables: dict[str, Any], task: str, words: list[str]) -> None:
     run = run_play(sim_cluster, [AUDIT_DB, role("enforce", **variables)], tmp_path, facts=("enforce_result",))
     assert run.failed and (run.failed_task or "").startswith(task), run.stdout
     assert all(word in run.msg for word in words), run.msg
@@ -290,8 +291,8 @@ def test_enforce_refuses_bad_options_before_switching(sim_cluster: SimCluster, t
     assert run.facts["enforce_result"] is None
 
 
-def test_enforce_fails_on_an_incomplete_watch_window_and_stays_enforced(sim_cluster: SimCluster,
-                                                                         tmp_path: Path) -> None:
+def test_enforce_fails_on_an_incomplete_watch_window_and_stays_enforced(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     """Hubble loses events while the window after the switch is followed: drops may have been missed, so the play
     fails - but no unexpected drop was seen, so enforcement stays."""
     relay = sim_cluster.start_hubble(rate_multiplier=60)
@@ -307,8 +308,8 @@ def test_enforce_fails_on_an_incomplete_watch_window_and_stays_enforced(sim_clus
     losing.join(5)
     assert run.failed_task == ENFORCE_FAILED, run.stdout
     lines = message_lines(run)
-    assert any(line.startswith("The watch window ") and line.endswith("is incomplete, so policy drops may have been "
-                                                                     "missed:") for line in lines)
+    incomplete = "is incomplete, so policy drops may have been missed:"
+    assert any(line.startswith("The watch window ") and line.endswith(incomplete) for line in lines)
     assert any(line.startswith("Hubble lost 3 events (max_lost_events 0)") for line in lines)
     assert "Enforcement stays on: no unexpected policy drop was seen." in lines
     assert not db_in_audit_mode(sim_cluster)
@@ -337,8 +338,8 @@ def test_enforce_nodes_method_switches_the_node_agents_back(sim_cluster: SimClus
     result = run.facts["enforce_result"]
     assert result["switch"]["restart_nodes"] == [node]
     assert (result["passed"], result["enforced"], result["not_enforced"]) == (True, True, [])
-    assert sorted(group["source"] for group in result["watch"]["expected"]) == ["monitoring/metrics-agent",
-                                                                               "shop/frontend"]
+    sources = sorted(group["source"] for group in result["watch"]["expected"])
+    assert sources == ["monitoring/metrics-agent", "shop/frontend"]
 
 
 def test_enforce_in_check_mode_only_predicts_the_switch(sim_cluster: SimCluster, tmp_path: Path) -> None:

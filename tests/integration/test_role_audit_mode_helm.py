@@ -139,15 +139,15 @@ def fix_agents_on_rollback(cluster: SimCluster) -> None:
 
 # -- the way there and back --------------------------------------------------------------------------------------------
 
-def test_enable_pins_the_chart_keeps_every_value_and_verifies_every_agent(custom_value: SimCluster,
-                                                                          tmp_path: Path) -> None:
+def test_enable_pins_the_chart_keeps_every_value_and_verifies_every_agent(
+        custom_value: SimCluster, tmp_path: Path) -> None:
     cluster = custom_value
     run = role(cluster, tmp_path, "enable", ENABLE, FAKE_HELM_CHART_VERSIONS="1.15.1,1.15.6,1.16.5")
     assert not run.failed, run.msg or run.stdout
     assert changed_tasks(run) == [UPGRADE_STEP, RESTART_STEP]
     result = run.facts["audit_mode_helm_result"]
-    assert (result["changed"], result["upgraded"], result["verified"], result["rolled_back"]) == (True, True, True,
-                                                                                                   False)
+    outcome = (result["changed"], result["upgraded"], result["verified"], result["rolled_back"])
+    assert outcome == (True, True, True, False)
     assert (result["chart_version"], result["revision_before"], result["revision_after"]) == ("1.15.1", 2, 3)
     assert result["agents"] == dict.fromkeys(cluster.node_names(), "Enabled")
     assert sorted(result["restarted_nodes"]) == cluster.node_names()
@@ -165,12 +165,12 @@ def test_enable_pins_the_chart_keeps_every_value_and_verifies_every_agent(custom
     assert "--reset-values" not in upgrade and "--reset-then-reuse-values" not in upgrade
     assert running_modes(cluster) == all_agents(cluster, True)
     [entry] = ledger(cluster).values()
-    assert (entry["scope"], entry["max_duration"], entry["reason"]) == ("cluster", "24h",
-                                                                       "CHG-42 observe the new policies")
+    recorded = (entry["scope"], entry["max_duration"], entry["reason"])
+    assert recorded == ("cluster", "24h", "CHG-42 observe the new policies")
 
 
-def test_enable_and_disable_are_idempotent_and_verified_on_every_agent(sim_cluster: SimCluster,
-                                                                       tmp_path: Path) -> None:
+def test_enable_and_disable_are_idempotent_and_verified_on_every_agent(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     enabled = role(sim_cluster, tmp_path, "enable", ENABLE)
     assert not enabled.failed, enabled.msg
     assert running_modes(sim_cluster) == all_agents(sim_cluster, True)
@@ -223,8 +223,8 @@ def test_disabled_on_a_release_without_the_value_is_left_alone(sim_cluster: SimC
     assert "policy-audit-mode" not in config_data(sim_cluster)
 
 
-def test_check_mode_predicts_the_upgrade_and_the_restart_and_changes_nothing(sim_cluster: SimCluster,
-                                                                               tmp_path: Path) -> None:
+def test_check_mode_predicts_the_upgrade_and_the_restart_and_changes_nothing(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     pods = agent_pods(sim_cluster)
     rundir = tmp_path / "check"
     rundir.mkdir()
@@ -255,8 +255,8 @@ def test_an_unknown_state_is_refused_by_the_argument_spec(sim_cluster: SimCluste
 
 # -- failures after the upgrade: rollback ------------------------------------------------------------------------------
 
-def test_rollout_timeout_rolls_the_release_back_and_restores_every_agent(sim_cluster: SimCluster,
-                                                                         tmp_path: Path) -> None:
+def test_rollout_timeout_rolls_the_release_back_and_restores_every_agent(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     # The first agent the rollout replaces never gets ready with the new configuration: the rollout stalls there.
     sim_cluster.faults.agents_never_ready.add(sim_cluster.node_names()[0])
     fix_agents_on_rollback(sim_cluster)
@@ -283,8 +283,8 @@ def test_rollout_timeout_rolls_the_release_back_and_restores_every_agent(sim_clu
     assert rollback[:5] == ["rollback", "cilium", "1", "--namespace", NS] and "--wait" not in rollback
 
 
-def test_failed_disable_rolls_back_to_audit_mode_and_keeps_its_ledger_entry(sim_cluster: SimCluster,
-                                                                             tmp_path: Path) -> None:
+def test_failed_disable_rolls_back_to_audit_mode_and_keeps_its_ledger_entry(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     enabled = role(sim_cluster, tmp_path, "enable", ENABLE)
     assert not enabled.failed, enabled.msg
     [entry] = ledger(sim_cluster).values()
@@ -307,8 +307,8 @@ def test_failed_disable_rolls_back_to_audit_mode_and_keeps_its_ledger_entry(sim_
         k: entry[k] for k in ("enabled_at", "max_duration", "expires_at", "reason")}
 
 
-def test_agent_that_does_not_take_the_value_fails_verification_and_rolls_back(sim_cluster: SimCluster,
-                                                                             tmp_path: Path) -> None:
+def test_agent_that_does_not_take_the_value_fails_verification_and_rolls_back(
+        sim_cluster: SimCluster, tmp_path: Path) -> None:
     # A CiliumNodeConfig keeps worker 2 out of audit mode: its agent restarts but does not run with the cluster value.
     holdout = sim_cluster.node_names()[1]
     sim_cluster.apply({"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumNodeConfig",

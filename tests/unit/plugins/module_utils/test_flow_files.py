@@ -458,14 +458,17 @@ def test_malformed_line_numbers_deep_in_a_block(tmp_path: Path) -> None:
 
 # -- the cache of repeated runs of members -----------------------------------------------------------------------------
 
+def compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def variants_of(line: str) -> list[str]:
     """Lines of the same flow that the cached path must read exactly as a whole parse does, or leave to it."""
     envelope = json.loads(line)
     flow = envelope["flow"]
-    compact = lambda value: json.dumps(value, separators=(",", ":"))  # noqa: E731
-    head_first = {"traffic_direction": "EGRESS", **flow}  # a key of the run's part before the run
-    del head_first["traffic_direction"]
-    head_first = {"traffic_direction": flow["traffic_direction"], **head_first}
+    # a key of the run's part moved before the run
+    head_first = {"traffic_direction": flow["traffic_direction"],
+                  **{key: value for key, value in flow.items() if key != "traffic_direction"}}
     l4_last = {key: value for key, value in flow.items() if key != "l4"} | {"l4": {"UDP": {"destination_port": 53}}}
     moved = compact(dict(envelope, flow=head_first))
     return [
