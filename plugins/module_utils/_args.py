@@ -8,6 +8,7 @@ Note that this module util is PRIVATE to the collection. It can change at any ti
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 CILIUM_ARG_SPEC: dict[str, Any] = {
@@ -26,6 +27,20 @@ SELECTION_ARG_SPEC: dict[str, Any] = {
     "policy": {"type": "str"},
     "allow_empty": {"type": "bool", "default": False},
 }
+
+
+# A duration: units in this order, each optional, at least one (``2w``, ``1d12h``, ``1h30m``, ``90s``).
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_UNIT_SECONDS = (604800, 86400, 3600, 60, 1)
+
+
+def duration_seconds(text: str, *, weeks: bool = True) -> int | None:
+    """The seconds of a duration such as ``1d12h`` (any case, spaces around it allowed), or None when ``text`` is
+    not one (or names weeks where ``weeks`` is false). The options' own parsers say what they accept."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or not any(match.groups()) or (match.group(1) and not weeks):
+        return None
+    return sum(int(number or 0) * size for number, size in zip(match.groups(), _UNIT_SECONDS))
 
 
 def merged(*specs: dict[str, Any]) -> dict[str, Any]:

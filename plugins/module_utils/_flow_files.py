@@ -542,12 +542,11 @@ class _Reader:
         flow = obj.get("flow")
         if flow.__class__ is not dict or flow.pop(_HOLE_KEY, None) != 0 or not flow.keys().isdisjoint(keys):
             return _REPARSE
-        self.stats.flows += 1
         try:
             record = self._convert(flow, obj, part)
         except (TypeError, ValueError, AttributeError, KeyError, IndexError):
-            self.stats.flows -= 1
             return _REPARSE
+        self.stats.flows += 1
         return self._count(record)
 
     def _parse_run(self, run: str) -> tuple[frozenset[str], _Part] | object:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Union
 
+from ._args import duration_seconds
 from ._flow_files import parse_rfc3339, time_key
 from ._flows import POLICY_VERDICT_EVENT, FlowRecord, LostEvents, NodeStatus, Peer, workload_name
 
@@ -36,7 +37,6 @@ MAX_SAMPLE_PODS = 3
 MAX_NAMES = 20
 _MEMO_SIZE = 100000
 _WORLD = ("world", "world-ipv4", "world-ipv6")
-_RELATIVE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _RELATIVE_HELP = "a relative time such as 15m, 2h, 1h30m, 90s or 1d"
 _PORT = re.compile(r"^(?:(\d+)(?:-(\d+))?)?(?:/?([A-Za-z][A-Za-z0-9]*))?$")
 _PORT_HELP = 'a port 1-65535 or a string like "5432/TCP", "8000-8080", "8000-8080/UDP", "53/UDP" or "8/ICMPv4"'
@@ -103,12 +103,10 @@ def parse_duration(value: Any, option: str = "duration") -> timedelta:
         return timedelta(seconds=value)
     if isinstance(value, timedelta):
         return value
-    text = value.strip().lower() if isinstance(value, str) else ""
-    match = _RELATIVE.match(text) if text else None
-    if not match or not any(match.groups()):
+    seconds = duration_seconds(value, weeks=False) if isinstance(value, str) else None
+    if seconds is None:
         raise ValueError(f"{option}: expected {_RELATIVE_HELP}, got {value!r}")
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    return timedelta(seconds=seconds)
 
 
 def _parse_moment(value: Any, option: str, now: datetime) -> datetime:
@@ -119,7 +117,7 @@ def _parse_moment(value: Any, option: str, now: datetime) -> datetime:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if _RELATIVE.match(text.lower()) and text:
+        if duration_seconds(text, weeks=False) is not None:
             return now - parse_duration(text, option)
         try:
             return parse_rfc3339(text)

@@ -15,16 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from typing import Any
 
+from ._args import duration_seconds
 from ._k8s import Kube, KubeError
 
 LEDGER_CONFIGMAP = "netpol-cilium-audit-ledger"
-
-
-_DURATION = re.compile(r"(\d+)([wdhms])")
-_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def utc_now() -> str:
@@ -47,12 +43,10 @@ def parse_time(value: Any) -> dt.datetime | None:
 
 def parse_duration(value: Any, option: str = "max_duration") -> dt.timedelta:
     """``24h``, ``90m``, ``1d12h`` or ``2w`` (units w, d, h, m, s) as a positive timedelta (ValueError names it)."""
-    text = str(value).strip().lower() if value is not None else ""
-    parts = _DURATION.findall(text)
-    if not text or not parts or "".join(number + unit for number, unit in parts) != text:
-        raise ValueError(f"{option}: expected a duration such as 24h, 90m, 1d12h or 2w (units w, d, h, m, s), "
-                         f"got {value!r}")
-    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    seconds = duration_seconds(str(value)) if value is not None else None
+    if seconds is None:
+        raise ValueError(f"{option}: expected a duration such as 24h, 90m, 1d12h or 2w (units w, d, h, m, s, in "
+                         f"that order), got {value!r}")
     if seconds <= 0:
         raise ValueError(f"{option}: expected a duration longer than zero, got {value!r}")
     return dt.timedelta(seconds=seconds)

@@ -24,7 +24,8 @@ def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text) == dt.timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["", "24", "h", "1.5h", "1h 30m", "-1h", "0m", "tomorrow", None, "1y"])
+@pytest.mark.parametrize("text", ["", "24", "h", "1.5h", "1h 30m", "-1h", "0m", "tomorrow", None, "1y", "30m1h",
+                                  "1h1h"])
 def test_bad_durations_name_the_option(text) -> None:
     with pytest.raises(ValueError, match="^audit_max_duration: expected a duration"):
         parse_duration(text, "audit_max_duration")
