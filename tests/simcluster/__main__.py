@@ -2,6 +2,10 @@
 
     python -m simcluster serve --state-dir DIR [--scenario seed] [--relay-rate N] [--daemon]
     python -m simcluster stop --state-dir DIR
+    python -m simcluster kubeconfig --output FILE DIR [DIR ...]
+
+``kubeconfig`` merges the kubeconfigs of running clusters (started with different ``--name``s) into one file with a
+context per cluster (``<name>-admin`` and ``<name>-readonly``), as a fleet's multi-context kubeconfig.
 
 ``serve`` prints the kubeconfig path and the Hubble Relay address and writes ``DIR/sim.json``.
 """
@@ -100,6 +104,33 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge_kubeconfigs(args: argparse.Namespace) -> int:
+    import yaml
+
+    merged: dict = {"apiVersion": "v1", "kind": "Config", "preferences": {}, "clusters": [], "users": [],
+                    "contexts": []}
+    for state_dir in args.state_dirs:
+        info_path = Path(state_dir) / "sim.json"
+        if not info_path.exists():
+            sys.stderr.write(f"no simulated cluster running in {state_dir}\n")
+            return 1
+        config = yaml.safe_load(Path(json.loads(info_path.read_text())["kubeconfig"]).read_text())
+        for key in ("clusters", "users", "contexts"):
+            taken = {item["name"] for item in merged[key]}
+            clashes = [item["name"] for item in config.get(key) or [] if item["name"] in taken]
+            if clashes:
+                sys.stderr.write(f"{state_dir}: {key} {', '.join(clashes)} already taken (start clusters with "
+                                 f"different --name)\n")
+                return 1
+            merged[key].extend(config.get(key) or [])
+        merged.setdefault("current-context", config.get("current-context"))
+    output = Path(args.output)
+    output.write_text(yaml.safe_dump(merged, sort_keys=False))
+    os.chmod(output, 0o600)
+    print(f"kubeconfig: {output} (contexts: {', '.join(item['name'] for item in merged['contexts'])})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simcluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,9 +148,14 @@ def main(argv: list[str] | None = None) -> int:
                        help="seed scenario: the Hubble Relay's traffic runs this many times faster than real time")
     stop = sub.add_parser("stop", help="stop a background simulated cluster")
     stop.add_argument("--state-dir", required=True)
+    merge = sub.add_parser("kubeconfig", help="merge the kubeconfigs of running clusters into one multi-context file")
+    merge.add_argument("--output", required=True)
+    merge.add_argument("state_dirs", nargs="+", metavar="DIR")
     args = parser.parse_args(argv)
     if args.command == "stop":
         return _stop(args)
+    if args.command == "kubeconfig":
+        return _merge_kubeconfigs(args)
     return _daemon(args) if args.daemon else _serve(args)
 
 
