@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ._audit_reports import ReportError, write_reports
+from ._audit_reports import ReportError, check_report_dir, write_reports
 from ._flow_files import FileStats, FlowFileError, read_flow_files
 from ._judge import Judgement, Window, judge_flows, parse_expected, parse_window
 
@@ -53,14 +53,27 @@ class Collected:
         self.flows_seen: int | None = None
         self.malformed = 0
         self.source: dict[str, Any] = {}
+        self.empty_files: list[str] = []
+
+
+def describe_gap(gap: dict[str, Any]) -> str:
+    """One sentence for a stream gap: where it was, whether the read went on, and what that means for the window."""
+    start = gap.get("start") or "the start of the window"
+    if gap.get("end") is None:
+        return (f"stream gap from {start}: the Relay stream broke and could not be resumed, flows after it are "
+                f"missing ({gap.get('reason')})")
+    return (f"stream gap {start} .. {gap['end']}: the Relay stream broke and was resumed from the ring buffers at "
+            f"{start} (flows already counted skipped); flows of that stretch are there only if the buffers still "
+            f"held them ({gap.get('reason')})")
 
 
 def _watch_gaps(events: Iterable[Any], collected: Collected) -> Iterator[Any]:
     for event in events:
         if type(event).__name__ == "StreamGap":
-            gap = event._asdict()
-            collected.gaps.append({key: (str(value) if value is not None else None) for key, value in gap.items()})
-            collected.source_errors.append(f"stream gap {gap.get('start')} .. {gap.get('end')}: {gap.get('reason')}")
+            gap = {key: (value if value is None or isinstance(value, bool) else str(value))
+                   for key, value in event._asdict().items()}
+            collected.gaps.append(gap)
+            collected.source_errors.append(describe_gap(gap))
             continue
         yield event
 
@@ -77,6 +90,7 @@ def collect_files(params: dict[str, Any], window: Window, workloads: dict[str, s
     collected.flows_seen = stats.flows
     collected.malformed = stats.malformed
     collected.source_errors += stats.errors
+    collected.empty_files = list(stats.empty_files)
     collected.source = {"type": "file", **stats.to_dict()}
 
 
@@ -89,7 +103,7 @@ def collect_relay(params: dict[str, Any], window: Window, workloads: dict[str, s
                          ca_cert=params.get("relay_ca_cert"), client_cert=params.get("relay_client_cert"),
                          client_key=params.get("relay_client_key"), server_name=params.get("relay_server_name"),
                          validate_certs=params["relay_validate_certs"], timeout=params["relay_timeout"],
-                         workloads=workloads)
+                         workloads=workloads, option_prefix="relay_")
     try:
         try:
             status = client.connect()
@@ -145,6 +159,12 @@ def make_report(params: dict[str, Any], kube: Any = None, now: dt.datetime | Non
                          "live stream)")
     workloads = params.get("workloads") or None
     verdicts = list(params.get("verdicts") or ["AUDIT"])
+    if params.get("report_dir"):
+        # before the window is read: a 15-minute follow must not end with nowhere to write its reports
+        try:
+            check_report_dir(params["report_dir"])
+        except ReportError as exc:
+            raise ReportFailure(f"{exc} (checked before reading any flow; nothing was written)") from exc
     collected = Collected()
     if params["source"] == "file":
         events = collect_files(params, window, workloads, verdicts, collected)
@@ -158,6 +178,16 @@ def make_report(params: dict[str, Any], kube: Any = None, now: dt.datetime | Non
     summary = judgement.summary(window=window, max_lost_events=params["max_lost_events"], min_flows=min_flows,
                                 max_malformed=params["max_malformed"], malformed_lines=collected.malformed,
                                 flows_seen=collected.flows_seen, source_errors=collected.source_errors)
+    summary["gaps"] = collected.gaps
+    warnings = []
+    if collected.empty_files:
+        shown = ", ".join(collected.empty_files[:5]) + (" ..." if len(collected.empty_files) > 5 else "")
+        warnings.append(f"{len(collected.empty_files)} flow file(s) hold no line at all: {shown}")
+        if params.get("min_flows") is None and len(collected.empty_files) == collected.source.get("files"):
+            # nothing was captured: an empty input is never green unless min_flows: 0 says it may be
+            _incomplete(summary, f"every flow file is empty ({shown}): nothing was captured (min_flows: 0 accepts an "
+                                 "empty window)")
+    summary["empty_files"] = collected.empty_files
     result: dict[str, Any] = {
         "changed": False,
         "summary": summary,
@@ -174,7 +204,15 @@ def make_report(params: dict[str, Any], kube: Any = None, now: dt.datetime | Non
             result["reports"] = write_reports(params["report_dir"], judgement, meta, params["report_formats"],
                                               summary=summary)
         except ReportError as exc:
-            raise ReportFailure(str(exc)) from exc
+            # the window was read and judged: keep its result, and say that no report file was replaced
+            result["reports"] = {}
+            report_problem = f"the reports could not be written, the previous ones are left as they were: {exc}"
+        else:
+            report_problem = None
+    else:
+        report_problem = None
+    if warnings:
+        result["warnings"] = warnings
     problems = []
     if judgement.unexpected and params["fail_on_unexpected"]:
         lines = judgement.failure_lines(limit=20)
@@ -183,7 +221,17 @@ def make_report(params: dict[str, Any], kube: Any = None, now: dt.datetime | Non
     if not summary["complete"] and params["fail_on_incomplete"]:
         problems.append("the window is incomplete, so its result cannot be trusted: "
                         + "; ".join(summary["incomplete_reasons"]))
+    if report_problem:
+        problems.append(report_problem)
     if problems:
         result["failed"] = True
         result["msg"] = "\n".join(problems)
     return result
+
+
+def _incomplete(summary: dict[str, Any], reason: str) -> None:
+    """Add a reason the window cannot be trusted to a summary made already."""
+    summary["incomplete_reasons"] = [*summary["incomplete_reasons"], reason]
+    summary["complete"] = summary["passed"] = False
+    if summary["result"] == "pass":
+        summary["result"] = "incomplete"

@@ -111,6 +111,11 @@ def render_markdown(judgement: Judgement, meta: Mapping[str, Any], summary: Mapp
     else:
         out += ["**Incomplete window**: a green result would not be trustworthy.", ""]
         out += [f"- {_md(reason)}" for reason in data.get("incomplete_reasons") or []] + [""]
+    gaps = data.get("gaps") or []
+    if gaps:
+        out += ["| Stream gap from | to | Resumed | Why |", "|---|---|---|---|"]
+        out += [f"| {_md(gap.get('start') or '-')} | {_md(gap.get('end') or 'never')} | "
+                f"{'yes' if gap.get('resumed') else 'no'} | {_md(gap.get('reason') or '-')} |" for gap in gaps] + [""]
 
     unexpected = judgement.unexpected
     out += [f"## Unexpected would-be denies ({len(unexpected)})", ""]
@@ -611,13 +616,35 @@ _RENDERERS = {
 }
 
 
+def check_report_dir(report_dir: str) -> None:
+    """Make sure reports can be written into ``report_dir`` (created if missing): a real file is created there and
+    removed again, so that a read-only filesystem or missing rights show up before anything is read or rendered."""
+    if os.path.exists(report_dir) and not os.path.isdir(report_dir):
+        raise ReportError(f"report directory {report_dir!r} is not a directory")
+    try:
+        os.makedirs(report_dir, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"report directory {report_dir!r} cannot be created: {exc.strerror or exc}") from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".write-check.{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=report_dir)
+    except OSError as exc:
+        raise ReportError(f"report directory {report_dir!r} is not writable: {exc.strerror or exc}") from None
+    os.close(handle)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+
+
 def write_reports(report_dir: str, judgement: Judgement, meta: Mapping[str, Any],
                   formats: Iterable[str] = ("json", "md", "junit", "policies"),
                   summary: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """Render the reports, then write each atomically into ``report_dir``; returns format -> path.
+    """Render the reports, then write them atomically into ``report_dir``; returns format -> path.
 
-    Every file is written to a temporary file in the same directory, flushed to disk, then renamed over the old one:
-    a crash leaves either the old report or the new one. Everything is rendered before anything is written.
+    Everything is rendered first. Then every file is written to a temporary file in the same directory and flushed
+    to disk; only when all of them are written are they renamed over the old ones. A failure while writing (no
+    space, no rights, a file size limit) removes the temporary files and leaves every old report as it was; a crash
+    leaves the old reports (and a hidden temporary file, removed by the next run).
     """
     wanted = list(dict.fromkeys(formats))
     for name in wanted:
@@ -625,28 +652,54 @@ def write_reports(report_dir: str, judgement: Judgement, meta: Mapping[str, Any]
             raise ValueError(f"unknown report format {name!r} (expected one of {', '.join(_RENDERERS)})")
     data = _summary(judgement, summary)
     rendered = {name: _RENDERERS[name](judgement, meta, data) for name in wanted}
-    if os.path.exists(report_dir) and not os.path.isdir(report_dir):
-        raise ReportError(f"report directory {report_dir!r} is not a directory")
+    check_report_dir(report_dir)
+    remove_stale_temporaries(report_dir)
+    staged: list[tuple[str, str]] = []  # (temporary, final path)
     try:
-        os.makedirs(report_dir, exist_ok=True)
-    except OSError as exc:
-        raise ReportError(f"report directory {report_dir!r} cannot be created: {exc.strerror or exc}") from None
-    if not os.access(report_dir, os.W_OK | os.X_OK):
-        raise ReportError(f"report directory {report_dir!r} is not writable")
-    paths = {}
-    for name in wanted:
-        path = os.path.join(report_dir, REPORT_FILES[name])
-        atomic_write(path, rendered[name])
-        paths[name] = path
+        for name in wanted:
+            path = os.path.join(report_dir, REPORT_FILES[name])
+            staged.append((_write_temporary(path, rendered[name]), path))
+        for temporary, path in staged:
+            try:
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise ReportError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+    finally:
+        for temporary, _path in staged:
+            if os.path.exists(temporary):
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
     _fsync_directory(report_dir)
-    return paths
+    return {name: os.path.join(report_dir, REPORT_FILES[name]) for name in wanted}
 
 
 def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory, fsync and rename."""
+    temporary = _write_temporary(path, text, mode)
+    try:
+        os.replace(temporary, path)
+    except OSError as exc:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise ReportError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+
+
+_TEMP_SUFFIX = ".tmp"
+# .<file name>.<pid of the writer>.<random>.tmp (and the write check's .write-check.<pid>.<random>.tmp)
+_TEMP_NAME = re.compile(r"^\.(?:write-check|" + "|".join(re.escape(name) for name in REPORT_FILES.values())
+                        + r")\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _write_temporary(path: str, text: str, mode: int = 0o644) -> str:
+    """``text`` in a new temporary file next to ``path``, flushed to disk; returns its name (removed on failure)."""
     directory = os.path.dirname(path) or "."
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=_TEMP_SUFFIX,
+                                             dir=directory)
     except OSError as exc:
         raise ReportError(f"report directory {directory!r} is not writable: {exc.strerror or exc}") from None
     try:
@@ -655,13 +708,43 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
-        os.replace(temporary, path)
     except OSError as exc:
         try:
             os.unlink(temporary)
         except OSError:
             pass
         raise ReportError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+    return temporary
+
+
+def remove_stale_temporaries(report_dir: str) -> list[str]:
+    """Remove the temporary files that writers which no longer run left behind (a crash, a kill); returns their
+    names. A file whose writer still runs, or that another user's process wrote, is left alone."""
+    removed = []
+    try:
+        names = os.listdir(report_dir)
+    except OSError:
+        return removed
+    for name in names:
+        match = _TEMP_NAME.match(name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # the writer still runs
+        except ProcessLookupError:
+            pass
+        except OSError:  # PermissionError: a process of another user runs with that pid
+            continue
+        try:
+            os.unlink(os.path.join(report_dir, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
 
 
 def _fsync_directory(directory: str) -> None:

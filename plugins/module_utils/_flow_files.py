@@ -30,7 +30,6 @@ writing it ends with a cut line).
 from __future__ import annotations
 
 import glob
-import gzip
 import json
 import json.scanner
 import os
@@ -122,6 +121,7 @@ class FileStats:
     last_flow_time: str | None = None
     errors: list[str] = field(default_factory=list)
     file_names: list[str] = field(default_factory=list)
+    empty_files: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +144,7 @@ class FileStats:
             "first_flow_time": self.first_flow_time,
             "last_flow_time": self.last_flow_time,
             "errors": list(self.errors),
+            "empty_files": list(self.empty_files),
         }
 
 
@@ -289,7 +290,7 @@ class _Reader:
         with open(name, "rb") as probe:
             magic = probe.read(2)
         if magic == _GZIP_MAGIC:
-            return gzip.open(name, "rb")  # type: ignore[return-value]
+            return _GzipStream(open(name, "rb", buffering=0))  # type: ignore[return-value]
         return open(name, "rb", buffering=0)  # pylint: disable=consider-using-with
 
     def _read_file(self, name: str) -> Iterator[Event]:
@@ -303,13 +304,20 @@ class _Reader:
         stats.file_names.append(name)
         self._file_samples = 0
         self._line_count = 0
+        lines_before, blank_before, failed = stats.lines, stats.blank_lines, False
         try:
             with handle:
                 yield from self._scan(handle, name)
-        except (OSError, EOFError, zlib.error) as exc:
-            gz_error = isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile))
-            what = "corrupt or truncated gzip data" if gz_error else "read error"
-            stats.errors.append(f"{name}: {what} after line {self._line_count}: {_short(exc)}")
+        except _GzipDamage as exc:
+            failed = True
+            done = self._line_count
+            read_part = f"lines 1-{done} were read, the rest was not" if done else "no line of it could be read"
+            stats.errors.append(f"{name}: {exc.what} after line {done} ({read_part}): {exc.detail}")
+        except OSError as exc:
+            failed = True
+            stats.errors.append(f"{name}: read error after line {self._line_count}: {_short(exc)}")
+        if not failed and stats.lines - lines_before == stats.blank_lines - blank_before:
+            stats.empty_files.append(name)  # no line at all (or blank ones only): nothing was captured there
         try:
             stats.bytes += os.path.getsize(name)
         except OSError:
@@ -740,6 +748,94 @@ class _Reader:
                 self._peers.clear()
             self._peers[key] = base
         return base
+
+
+class _GzipDamage(Exception):
+    """A gzip file that cannot be read to its end: ``what`` happened, ``detail`` from zlib."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.what = what
+        self.detail = detail
+
+
+class _GzipStream:
+    """A gzip file (one or more members) read in binary blocks, like ``gzip.open`` - except that what decompressed
+    well before damage (a file cut while it was copied, corrupt bytes) is returned first, and the damage is raised
+    as :class:`_GzipDamage` by the next read. ``gzip.open`` drops the block it was decompressing, so a truncated file
+    of a few MiB would give no line at all."""
+
+    CHUNK = 1 << 20
+    STEP = 1 << 16
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._input = b""
+        self._member_started = False
+        self._damage: _GzipDamage | None = None
+        self._finished = False
+
+    def __enter__(self) -> _GzipStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def read(self, size: int) -> bytes:
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0 and not self._finished and self._damage is None:
+            if not self._input:
+                self._input = self._raw.read(self.CHUNK)
+                if not self._input:
+                    self._finished = True
+                    if self._member_started:
+                        self._damage = _GzipDamage("truncated gzip data", "the file ends before the gzip "
+                                                   "end-of-stream marker (cut while it was written or copied?)")
+                    break
+            if not self._member_started:
+                stripped = self._input.lstrip(b"\x00")  # zero padding between or after members is allowed
+                if not stripped:
+                    self._input = b""
+                    continue
+                self._input = stripped
+                self._member_started = True
+            try:
+                # in small steps: what a step decompressed is kept even when the next one fails (a CRC mismatch is
+                # only found at the member's end)
+                data = self._inflate.decompress(self._input, min(wanted, self.STEP))
+            except zlib.error as exc:
+                self._damage = _GzipDamage("corrupt gzip data", _zlib_problem(exc))
+                break
+            parts.append(data)
+            wanted -= len(data)
+            if self._inflate.eof:  # the member ended (its CRC and length checked): another may follow
+                self._input = self._inflate.unused_data
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._member_started = False
+            else:
+                self._input = self._inflate.unconsumed_tail
+        if parts:
+            return b"".join(parts)
+        if self._damage is not None:
+            damage, self._damage = self._damage, None
+            self._finished = True
+            raise damage
+        return b""
+
+
+def _zlib_problem(exc: zlib.error) -> str:
+    """What a zlib error means for the reader of a report."""
+    text = str(exc).split(": ", 1)[-1]
+    if "incorrect data check" in text or "incorrect length check" in text:
+        return f"{text}: the checksum at the end does not match, so the lines read from it may be damaged too"
+    if "header" in text or "compression method" in text:
+        return f"{text}: not a valid gzip header"
+    return f"{text}: the compressed data is damaged"
 
 
 def _with_address(base: Peer, ip: Any, names: Any) -> Peer:

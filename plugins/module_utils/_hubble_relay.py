@@ -94,12 +94,15 @@ _UTC = datetime.timezone.utc
 
 
 class StreamGap(NamedTuple):
-    """A stretch of the window that may miss flows: the stream broke at ``start`` and was back at ``end`` (None when
-    it never came back)."""
+    """A stretch of the window that may miss flows: the stream broke at ``start`` (the time of the last flow
+    delivered, else the time the window was opened) and was back at ``end`` (None when it never came back).
+    ``resumed``: the read went on from ``start`` out of the Relay's ring buffers, flows already delivered skipped;
+    whether the buffers still held all of that stretch cannot be told (the Relay reports no loss for it)."""
 
     start: str | None
     end: str | None
     reason: str
+    resumed: bool = False
 
 
 class RelayStatus(NamedTuple):
@@ -614,20 +617,23 @@ class RelayClient:
                  client_cert: str | None = None, client_key: str | None = None, server_name: str | None = None,
                  validate_certs: bool = True, timeout: float = 12.0, max_reconnects: int = 5, backoff: float = 0.5,
                  max_backoff: float = 8.0, workloads: dict[str, str] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, option_prefix: str = "") -> None:
         require_grpc()
+        # messages name the options the way the caller's user knows them (the module's are relay_ca_cert, ...)
+        self.option_prefix = option_prefix
         if address is None and kube is None:
             raise RelayError("give the Hubble Relay address (host:port), or Kubernetes access to port-forward to the "
                              f"{service} Service", "options")
         if bool(client_cert) != bool(client_key):
-            raise RelayError("client_cert and client_key go together (mutual TLS)", "options")
+            raise RelayError(f"{option_prefix}client_cert and {option_prefix}client_key go together (mutual TLS)",
+                             "options")
         self.address = address
         self.kube = kube
         self.namespace = namespace
         self.service = service
         self.tls = bool(tls) or bool(ca_cert or client_cert or client_key or server_name)
         if tls is False and self.tls:
-            raise RelayError("tls is false but TLS certificate options are set", "options")
+            raise RelayError(f"{option_prefix}tls is false but TLS certificate options are set", "options")
         self.ca_cert = ca_cert
         self.client_cert = client_cert
         self.client_key = client_key
@@ -657,7 +663,10 @@ class RelayClient:
             return f"{self.address} (direct{', TLS' if self.tls else ''})"
         pod = f"pod {self.namespace}/{self.pod}" if self.pod else f"a pod of service {self.namespace}/{self.service}"
         port = f" port {self.target_port}" if self.target_port else ""
-        return f"{self.namespace}/{self.service} (port-forward via {pod}{port}{', TLS' if self.tls else ''})"
+        host = getattr(getattr(getattr(self.kube, "api_client", None), "configuration", None), "host", None)
+        api = f" through the Kubernetes API at {host}" if isinstance(host, str) and host else \
+            " through the Kubernetes API"
+        return f"{self.namespace}/{self.service} (port-forward via {pod}{port}{api}{', TLS' if self.tls else ''})"
 
     def connect(self) -> RelayStatus | None:
         """Open the channel (and the port-forward) and check that the Relay answers: its ServerStatus, or None when
@@ -861,36 +870,56 @@ class RelayClient:
         code, details = _code_name(error), _details(error)
         forward = next((b.last_error for b in self._bridges if b.name != "tls" and b.last_error), None)
         tls_bridge = next((b.last_error for b in self._bridges if b.name == "tls" and b.last_error), None)
+        option = self.option_prefix
         kind = None
         if forward and code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-            kind, problem = "port-forward", f"the port-forward failed: {_short_api_error(forward)}"
+            kind = "port-forward"
+            if "refused" in forward.lower() or "connect call failed" in forward.lower():
+                # the API server and the kubelet did their part: inside the pod, nothing listens on the port
+                problem = (f"the Kubernetes API opened the port-forward, but nothing accepts connections on port "
+                           f"{self.target_port} of pod {self.namespace}/{self.pod} (is the Relay container running "
+                           f"and listening there?): {_short_api_error(forward)}")
+            else:
+                problem = f"the port-forward failed: {_short_api_error(forward)}"
         elif self.tls:
             kind = classify_tls_error(details) or (classify_tls_error(tls_bridge) if tls_bridge else None)
             if kind is None and not self.client_cert and any(
                     marker in (details + (tls_bridge or "")).lower() for marker in ("socket closed", "reset by peer")):
                 kind = "tls-client-cert"
-        name = self.server_name or (self.address or "").rpartition(":")[0] or "127.0.0.1"
+        name = self.server_name or (self.address or "").rpartition(":")[0].strip("[]") or "127.0.0.1"
         if kind == "port-forward":
             pass
         elif kind == "tls-ca":
-            problem = (f"its TLS certificate is not signed by the CA in {self.ca_cert}" if self.ca_cert else
-                       "its TLS certificate is not signed by a CA this host trusts (give ca_cert)")
+            problem = (f"certificate verify failed: its TLS certificate is not signed by the CA in {self.ca_cert} "
+                       f"({option}ca_cert)" if self.ca_cert else
+                       "certificate verify failed: its TLS certificate is not signed by a CA this host trusts "
+                       f"(give {option}ca_cert)")
         elif kind == "tls-name":
-            problem = (f"its TLS certificate is not valid for the name {name!r}"
-                       f"{'' if self.server_name else ' (set server_name to a name the certificate carries)'}")
+            names = self.certificate_names()
+            given = (f"the {option}server_name given" if self.server_name else
+                     "the host it was reached at" if self.address else "the local end of the port-forward")
+            if names:
+                wildcard = next((n for n in names if n.startswith("*.")), None)
+                example = f", e.g. instance{wildcard[1:]}" if wildcard else ""
+                problem = (f"its TLS certificate is for {', '.join(names)}, not {name!r} ({given}; set "
+                           f"{option}server_name to a name the certificate carries{example})")
+            else:
+                problem = (f"its TLS certificate is not valid for the name {name!r} ({given}; set "
+                           f"{option}server_name to a name the certificate carries)")
         elif kind == "tls-client-cert" and self.client_cert:
-            problem = f"it does not accept the client certificate {self.client_cert}"
+            problem = f"it does not accept the client certificate {self.client_cert} ({option}client_cert)"
         elif kind == "tls-client-cert":
             problem = ("the connection closed during the TLS handshake: the Relay may require a client certificate "
-                       "(mutual TLS: give client_cert and client_key), or may not serve TLS")
+                       f"(mutual TLS: give {option}client_cert and {option}client_key), or may not serve TLS")
         elif kind == "tls":
             problem = "the TLS handshake failed (is TLS enabled on the Relay, and are the certificates right?)"
         elif code == "DEADLINE_EXCEEDED":
             kind, problem = "unreachable", f"no answer within {self.timeout:g}s"
         elif code == "UNAVAILABLE" and "refused" in details.lower():
-            kind, problem = "refused", "connection refused"
+            kind, problem = "refused", "connection refused (nothing listens there)"
         elif code == "UNAVAILABLE":
-            kind, problem = "unreachable", "unreachable" + ("" if self.tls else " (if the Relay serves TLS, set tls)")
+            kind, problem = "unreachable", "unreachable" + ("" if self.tls else f" (if the Relay serves TLS, set "
+                                                                                f"{option}tls)")
         else:
             kind, problem = "stream", "the Relay answered with an error"
         message = f"Hubble Relay at {self.describe}: {doing}: {problem} [{code}: {details}]"
@@ -898,6 +927,31 @@ class RelayClient:
             message += f" [TLS bridge: {tls_bridge}]"
         return RelayError(message, kind, address=self.address or self._target, via=self.via, code=code,
                           details=details)
+
+    def certificate_names(self) -> list[str]:
+        """The DNS names and IP addresses the Relay's certificate is for, read over a separate TLS connection that
+        checks the chain against the CA but not the name; empty when that fails (the names are only a hint)."""
+        target = self._target or self.address
+        if not target or not self.validate_certs:
+            return []
+        host, _sep, port = target.rpartition(":")
+        try:
+            context = ssl.create_default_context(cafile=self.ca_cert)
+            context.check_hostname = False
+            context.set_alpn_protocols(["h2"])
+            if self.client_cert:
+                context.load_cert_chain(self.client_cert, self.client_key)
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(self.timeout, 5.0)) as raw, \
+                    context.wrap_socket(raw, server_hostname=None) as wrapped:
+                certificate = wrapped.getpeercert() or {}
+        except (OSError, ValueError, ssl.SSLError):
+            return []
+        names = [str(value) for kind, value in certificate.get("subjectAltName", ())
+                 if kind in ("DNS", "IP Address")]
+        if not names:  # an old certificate without SANs: the common name
+            names = [str(value) for rdn in certificate.get("subject", ()) for key, value in rdn
+                     if key == "commonName"]
+        return names
 
     # --- calls -----------------------------------------------------------------------------------------------------
     def server_status(self) -> RelayStatus:
@@ -953,9 +1007,12 @@ class RelayClient:
             until = datetime.datetime.now(_UTC)  # pinned, so that a resumed read covers the same window
         request = self.request(since=since, until=until, follow=follow, number=number, first=first,
                                whitelist=filters, blacklist=blacklist)
-        yield from self._stream(request, deadline)
+        # where the window starts (a follow without since: when it is opened), for a stream that breaks before its
+        # first flow: the gap starts there, and the read resumes from there
+        opened_ns = timestamp_ns(since) if since is not None else time.time_ns() if follow else 0
+        yield from self._stream(request, deadline, opened_ns)
 
-    def _stream(self, request: Any, deadline: float | None) -> Iterator[RelayEvent]:
+    def _stream(self, request: Any, deadline: float | None, opened_ns: int = 0) -> Iterator[RelayEvent]:
         stats, convert = self.stats, self.converter
         decode = flow_view_pb2.GetFlowsResponseView.FromString
         overlap_ns = int(RESUME_OVERLAP_SECONDS * _NS)
@@ -967,6 +1024,7 @@ class RelayClient:
         generation_start = 0
         resume_until = 0  # after a reconnect: flows up to this time may have been delivered already
         gap: tuple[str | None, str] | None = None  # (start, reason) of a stream break not yet reported
+        resumable = True  # the reopened read can go back to where the break was (a time to ask from is known)
         failures = 0
         received = 0
         while True:
@@ -983,7 +1041,7 @@ class RelayClient:
                     stats.messages += 1
                     if gap is not None:
                         stats.gaps += 1
-                        yield StreamGap(gap[0], rfc3339(*divmod(time.time_ns(), _NS)), gap[1])
+                        yield StreamGap(gap[0], rfc3339(*divmod(time.time_ns(), _NS)), gap[1], resumable)
                         gap = None
                     if response.HasField("flow"):
                         flow = response.flow
@@ -1014,7 +1072,7 @@ class RelayClient:
                         yield node_status_from_proto(response.node_status, response.time)
                 if gap is not None:
                     stats.gaps += 1
-                    yield StreamGap(gap[0], rfc3339(*divmod(time.time_ns(), _NS)), gap[1])
+                    yield StreamGap(gap[0], rfc3339(*divmod(time.time_ns(), _NS)), gap[1], resumable)
                 return
             except grpc.RpcError as error:
                 code = _code_name(error)
@@ -1025,7 +1083,8 @@ class RelayClient:
                 if code not in RETRYABLE_CODES or failures >= self.max_reconnects:
                     if not received and not failures:
                         raise self.error(error, "GetFlows") from None
-                    start = rfc3339(*divmod(last_ns, _NS)) if last_ns else (gap[0] if gap else None)
+                    start = rfc3339(*divmod(last_ns or opened_ns, _NS)) if last_ns or opened_ns else (
+                        gap[0] if gap else None)
                     reason = f"{code}: {_details(error)}"
                     if code in RETRYABLE_CODES:
                         reason += f" (gave up after {failures} reconnects)"
@@ -1033,8 +1092,10 @@ class RelayClient:
                     yield StreamGap(start, None, reason)
                     raise self.error(error, f"GetFlows (after {received} messages, {failures} reconnects)") from None
                 if gap is None:
-                    gap = (rfc3339(*divmod(last_ns, _NS)) if last_ns else None,
-                           f"stream broken ({code}: {_details(error)}); resumed from the ring buffers")
+                    resume_ns = last_ns or opened_ns
+                    resumable = bool(resume_ns) or not request.follow or request.HasField("since")
+                    gap = (rfc3339(*divmod(resume_ns, _NS)) if resume_ns else None,
+                           f"stream broken ({code}: {_details(error)})")
                 while True:
                     self._sleep(min(self.max_backoff, self.backoff * (2 ** failures)))
                     failures += 1
@@ -1054,6 +1115,8 @@ class RelayClient:
                     if request.HasField("since"):
                         since_ns = max(since_ns, request.since.seconds * _NS + request.since.nanos)
                     request = _resumed(request, since_ns)
+                elif opened_ns and not request.HasField("since"):
+                    request = _resumed(request, opened_ns)  # nothing delivered yet: from the window's start
             finally:
                 call.cancel()
 

@@ -274,7 +274,8 @@ def test_tls_with_the_right_ca_and_the_distinct_certificate_errors(audit_cluster
         assert wrong_ca.value.kind == "tls-ca" and str(other) in str(wrong_ca.value)
         assert "not signed by the CA" in str(wrong_ca.value)
         assert wrong_name.value.kind == "tls-name" and "'relay.example.org'" in str(wrong_name.value)
-        assert "not valid for the name" in str(wrong_name.value)
+        assert "its TLS certificate is for *.hubble-relay.cilium.io, localhost, 127.0.0.1, not 'relay.example.org'" \
+            in str(wrong_name.value)
         assert plaintext.value.kind == "unreachable" and "set tls" in str(plaintext.value)
         for error in (wrong_ca.value, wrong_name.value, plaintext.value):
             assert relay.address in str(error) and "(direct" in str(error)

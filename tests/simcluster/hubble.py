@@ -541,6 +541,16 @@ class HubbleRelay:
                     raise TimeoutError(f"{self._followers} follow streams, waited for {count}")
                 self._lock.wait(remaining)
 
+    def wait_for_no_followers(self, timeout: float = 10.0) -> None:
+        """Until every follow stream has ended (a client that stopped reading is noticed within a poll)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._followers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{self._followers} follow streams still open")
+                self._lock.wait(min(remaining, 0.2))
+
     def buffered(self, node: str | None = None) -> int:
         with self._lock:
             if node:

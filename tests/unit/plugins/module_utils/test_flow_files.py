@@ -66,7 +66,7 @@ def test_real_audit_flows_are_normalised() -> None:
         "lines": 4, "blank_lines": 0, "parsed": 4, "flows": 4, "matched": 4, "filtered": 0, "malformed": 0,
         "malformed_samples": [], "lost_events": 0, "lost_event_records": 0, "node_status_events": 0,
         "other_events": 0, "first_flow_time": "2026-11-27T01:52:34.405668513Z",
-        "last_flow_time": "2026-11-27T01:52:34.420525682Z", "errors": []}
+        "last_flow_time": "2026-11-27T01:52:34.420525682Z", "errors": [], "empty_files": []}
 
 
 def test_lines_with_other_verdicts_are_counted_but_never_parsed() -> None:
@@ -170,9 +170,11 @@ def test_corrupt_gzip_is_reported_and_the_next_file_is_read(tmp_path: Path) -> N
     (tmp_path / "c-good.jsonl").write_bytes(data)
     events, stats = read([tmp_path / "*"])
     assert stats.files == 3 and len(stats.errors) == 2
-    assert stats.errors[0].startswith(f"{tmp_path / 'a-truncated.gz'}: corrupt or truncated gzip data after line ")
-    assert stats.errors[1].startswith(f"{tmp_path / 'b-garbage.gz'}: corrupt or truncated gzip data after line 0")
+    assert stats.errors[0].startswith(f"{tmp_path / 'a-truncated.gz'}: truncated gzip data after line ")
+    assert stats.errors[1] == f"{tmp_path / 'b-garbage.gz'}: corrupt gzip data after line 0 (no line of it could be " \
+                              "read): unknown compression method: not a valid gzip header"
     assert [event.port for event in events][-4:] == [5432, 5432, 5432, 9187]  # the good file was read in full
+    assert stats.empty_files == []  # damaged is not empty
 
 
 def test_unreadable_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -499,3 +501,65 @@ def test_cached_runs_read_exactly_as_a_whole_parse(tmp_path: Path) -> None:
     assert [event.direction for event in first[2:4]] == ["INGRESS", "EGRESS"]
     assert first[1].node == "prod-a/real-1" and (first[4].protocol, first[4].port) == ("UDP", 53)
     assert first[7].source.ip == "1" + first[0].source.ip and first[7].source[:7] == first[0].source[:7]
+
+
+# -- damaged gzip, empty files (the file rows of the fault matrix, issue #7) -------------------------------------------
+
+def _numbered_flows(count: int) -> bytes:
+    """``count`` real audited flow lines, each with its own uuid, so that every line is told apart."""
+    template = json.loads(real_lines("audit-ingress.jsonl")[0])
+    lines = []
+    for number in range(count):
+        template["flow"]["uuid"] = f"flow-{number:06d}"
+        lines.append(json.dumps(template, separators=(",", ":")))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize(("damage", "what", "read_some"), [
+    ("cut", "truncated gzip data", True),
+    ("crc", "corrupt gzip data", True),
+    ("header", "corrupt gzip data", False),
+])
+def test_damaged_gzip_keeps_the_lines_before_the_damage(tmp_path: Path, damage: str, what: str,
+                                                        read_some: bool) -> None:
+    data = _numbered_flows(3000)  # about 4 MiB unpacked: more than one read step
+    packed = gzip.compress(data)
+    if damage == "cut":
+        packed = packed[: len(packed) * 2 // 3]
+    elif damage == "crc":
+        packed = packed[:-8] + bytes(8)  # the member's CRC32 and length, zeroed
+    else:
+        packed = packed[:2] + b"\x09" + packed[3:]  # compression method 9 does not exist
+    path = tmp_path / "flows.jsonl.gz"
+    path.write_bytes(packed)
+    events, stats = read([path])
+    [error] = stats.errors
+    assert error.startswith(f"{path}: {what} after line {stats.lines} ")
+    assert stats.malformed == 0 and stats.empty_files == [] and stats.files == 1
+    if read_some:
+        assert 0 < len(events) == stats.lines < 3000  # every whole line before the damage, in order, once
+        assert f"(lines 1-{stats.lines} were read, the rest was not)" in error
+        read_lines = data.splitlines()[: len(events)]
+        uuids = [json.loads(line)["flow"]["uuid"] for line in read_lines]
+        assert uuids == [f"flow-{number:06d}" for number in range(len(events))]
+    else:
+        assert events == [] and "(no line of it could be read): unknown compression method" in error
+
+
+def test_concatenated_and_zero_padded_gzip_members_read_whole(tmp_path: Path) -> None:
+    data = _numbered_flows(10)
+    path = tmp_path / "rotated.gz"
+    path.write_bytes(gzip.compress(data[:3000]) + gzip.compress(data[3000:]) + bytes(512))
+    events, stats = read([path])
+    assert len(events) == 10 and stats.errors == [] and stats.malformed == 0
+
+
+def test_empty_files_are_listed(tmp_path: Path) -> None:
+    (tmp_path / "a-empty.jsonl").write_bytes(b"")
+    (tmp_path / "b-blank.jsonl").write_bytes(b"\n  \n\n")
+    (tmp_path / "c-empty.jsonl.gz").write_bytes(gzip.compress(b""))
+    write(tmp_path / "d-flows.jsonl", real_lines("audit-ingress.jsonl"))
+    events, stats = read([tmp_path / "*"])
+    assert stats.empty_files == [str(tmp_path / name) for name in ("a-empty.jsonl", "b-blank.jsonl",
+                                                                   "c-empty.jsonl.gz")]
+    assert (stats.files, len(events), stats.malformed, stats.errors) == (4, 4, 0, [])
