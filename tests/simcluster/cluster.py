@@ -36,6 +36,7 @@ from aiohttp import web
 from .agent import CiliumAgent, EndpointSpec, ExecResult
 from .faults import Faults
 from .fixtures import REPO_ROOT, shared_fixtures_dir
+from .rbac import RbacAuthorizer, service_account_groups, service_account_user
 from .server import ApiServer, Principal, Rule
 from .store import ResourceType, Store, now_rfc3339
 from .tls import CertificateAuthority
@@ -55,6 +56,12 @@ CORE_TYPES = [
                  "customresourcedefinition", ("crd", "crds")),
     ResourceType("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
                  "selfsubjectaccessreview", verbs=("create",)),
+    # RBAC: what ServiceAccount tokens are authorized by (rbac.py)
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False,
+                 "clusterrolebinding"),
 ]
 
 READ_ONLY_RULES = [Rule(frozenset({"get", "list", "watch"}), frozenset({"*"}))]
@@ -96,8 +103,11 @@ class SimCluster:
         self.store = Store()
         self.faults = Faults(seed)
         self.tokens: dict[str, Principal] = {}
+        self.rbac = RbacAuthorizer(self.store)  # decides for ServiceAccount tokens (service_account_token)
         self.agents: dict[str, CiliumAgent] = {}
         self.agent_starts: dict[str, list[AgentStart]] = {}
+        # every pod exec's argv, as the API server received it: (namespace, pod, container, argv)
+        self.exec_log: list[tuple[str | None, str, str, list[str]]] = []
         self.endpoints: dict[tuple[str, str], EndpointRecord] = {}
         self.agent_version: str | None = None  # knob: run agents at this version whatever their image tag says
         self.traffic: list[dict[str, Any]] = []  # the scenario's traffic matrix: the seam for the Hubble simulation
@@ -146,6 +156,17 @@ class SimCluster:
     def add_token(self, user: str, rules: list[Rule] | None) -> str:
         token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
         self.tokens[token] = Principal(user, rules)
+        return token
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A token for the ServiceAccount ``namespace/name`` (as ``kubectl create token`` gives): its user is
+        ``system:serviceaccount:<namespace>:<name>``, its groups ``system:serviceaccounts[:<namespace>]`` and
+        ``system:authenticated``, and the cluster's RBAC objects decide every request it makes. It stops working when
+        the ServiceAccount is deleted."""
+        self.store.get(self.rtype("serviceaccounts"), namespace, name)  # NotFound, like the TokenRequest API
+        token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+        self.tokens[token] = Principal(service_account_user(namespace, name), None,
+                                       service_account_groups(namespace), self.rbac, (namespace, name))
         return token
 
     def rtype(self, plural: str, group: str = "") -> ResourceType:
@@ -231,16 +252,21 @@ class SimCluster:
         return f"https://127.0.0.1:{self.port}"
 
     def write_kubeconfig(self, path: str, token: str | None = None, context: str | None = None) -> str:
-        """Write a kubeconfig with an admin context (current) and a read-only context."""
+        """Write a kubeconfig with an admin context (current) and a read-only context; with ``token``, one with only
+        that token (context ``<cluster>-<service account>`` for a ServiceAccount token, else ``<cluster>-token``)."""
         ca_data = base64.b64encode(self.ca.cert_pem).decode()
-        users = [(f"{self.name}-admin", token or self.admin_token), (f"{self.name}-readonly", self.readonly_token)]
+        users = [(f"{self.name}-admin", self.admin_token), (f"{self.name}-readonly", self.readonly_token)]
+        if token is not None:
+            principal = self.tokens.get(token)
+            account = principal.service_account if principal is not None else None
+            users = [(f"{self.name}-{account[1] if account else 'token'}", token)]
         config = {
             "apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": self.name,
                           "cluster": {"server": self.server_url, "certificate-authority-data": ca_data}}],
             "users": [{"name": user, "user": {"token": value}} for user, value in users],
             "contexts": [{"name": user, "context": {"cluster": self.name, "user": user}} for user, _token in users],
-            "current-context": context or f"{self.name}-admin",
+            "current-context": context or users[0][0],
         }
         Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
         os.chmod(path, 0o600)
@@ -486,7 +512,13 @@ class SimCluster:
 
     @staticmethod
     def _template_hash(template: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        """As Kubernetes' pod-template-hash: a 32-bit FNV-1a hash, its decimal digits through the generated-name
+        alphabet (so only 4-9, b, c, d and f appear)."""
+        value = 0x811C9DC5
+        for byte in json.dumps(template, sort_keys=True).encode():
+            value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+        alphabet = "bcdfghjklmnpqrstvwxz2456789"
+        return "".join(alphabet[ord(digit) % len(alphabet)] for digit in str(value))
 
     def _reconcile_agents(self) -> None:
         ds_type = self.rtype("daemonsets", "apps")
@@ -677,6 +709,7 @@ class SimCluster:
         (the agent image has one) whose PATH holds only the agent binary, so a product that batches commands in a
         fixed shell script with its arguments passed as argv runs exactly as it would in a real agent pod.
         """
+        self.exec_log.append((namespace, pod_name, container, list(argv)))
         pod = self.store.try_get(self.rtype("pods"), namespace, pod_name)
         if pod is None:
             return "", "", 1, f'pods "{pod_name}" not found'

@@ -19,6 +19,7 @@ import yaml
 from aiohttp import WSMsgType, web
 
 from .patching import PatchError, apply_patch
+from .rbac import BASIC_USER_RULES, Attributes, RbacAuthorizer, rule_allows
 from .selectors import SelectorError
 from .store import ApiError, ResourceType, conflict
 
@@ -53,18 +54,41 @@ class Rule:
 
 @dataclass
 class Principal:
+    """An authenticated user. Without ``rbac`` it holds ``rules`` (None = cluster-admin); with ``rbac`` (a
+    ServiceAccount token) the cluster's Role/ClusterRole/RoleBinding/ClusterRoleBinding objects decide."""
+
     user: str
     rules: list[Rule] | None = None  # None = cluster-admin
     groups: list[str] = field(default_factory=lambda: ["system:authenticated"])
+    rbac: RbacAuthorizer | None = None
+    service_account: tuple[str, str] | None = None  # (namespace, name) of the ServiceAccount the token was made for
 
-    def allows(self, verb: str, group: str, resource: str, namespace: str | None) -> bool:
-        if self.rules is None:
-            return True
-        return any(rule.allows(verb, group, resource, namespace) for rule in self.rules)
+    def allows(self, verb: str, group: str, resource: str, namespace: str | None, name: str | None = None) -> bool:
+        return self.authorize(verb, group, resource, namespace, name)[0]
+
+    def authorize(self, verb: str, group: str, resource: str, namespace: str | None,
+                  name: str | None = None) -> tuple[bool, str]:
+        """(allowed, reason) for a resource request; ``resource`` may carry its subresource (``pods/exec``)."""
+        plural, _sep, sub = resource.partition("/")
+        attrs = Attributes(verb, group, plural, sub, namespace or "", name or "")
+        if self.rbac is not None:
+            return self.rbac.authorize(self.user, self.groups, attrs)
+        if self.rules is None or any(rule_allows(basic, attrs) for basic in BASIC_USER_RULES):
+            return True, ""
+        return any(rule.allows(verb, group, resource, namespace) for rule in self.rules), ""
 
 
 def _status_response(error: ApiError) -> web.Response:
     return web.json_response(error.status(), status=error.code, headers=error.headers)
+
+
+def _field_selector_name(selector: str | None) -> str | None:
+    """The name a ``metadata.name=<name>`` (or ``==``) field selector asks for, as RequestInfo finds it."""
+    for term in (selector or "").split(","):
+        key, sep, value = term.partition("==") if "==" in term else term.partition("=")
+        if sep and not key.endswith("!") and key.strip() == "metadata.name":
+            return value.strip()
+    return None
 
 
 def _strip_list_item(obj: dict[str, Any]) -> dict[str, Any]:
@@ -123,19 +147,28 @@ class ApiServer:
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else None
         principal = self.cluster.tokens.get(token) if token else None
+        if principal is not None and principal.service_account is not None:
+            # a ServiceAccount token is only valid while its ServiceAccount exists (as for bound tokens)
+            sa_namespace, sa_name = principal.service_account
+            if self.store.try_get(self.store.types[("", "serviceaccounts")], sa_namespace, sa_name) is None:
+                principal = None
         if principal is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         return principal
 
     @staticmethod
     def _forbidden(principal: Principal, verb: str, rtype: ResourceType, resource: str, namespace: str | None,
-                   name: str | None) -> ApiError:
-        kind = resource if not rtype.group else f"{resource}.{rtype.group}"
+                   name: str | None, reason: str = "") -> ApiError:
+        """The API server's Forbidden: ``<resource>[.<group>] ["<name>"] is forbidden: User "<user>" cannot <verb>
+        resource "<resource>[/<subresource>]" in API group "<group>" in the namespace "<ns>"`` (or ``at the
+        cluster scope``), then ``: <reason>`` when the authorizer gave one."""
+        plural = resource.partition("/")[0]
+        kind = plural if not rtype.group else f"{plural}.{rtype.group}"
         where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
         named = f' "{name}"' if name else ""
         message = (f'{kind}{named} is forbidden: User "{principal.user}" cannot {verb} resource "{resource}" '
-                   f'in API group "{rtype.group}"{where}')
-        details: dict[str, Any] = {"kind": resource}
+                   f'in API group "{rtype.group}"{where}' + (f": {reason}" if reason else ""))
+        details: dict[str, Any] = {"kind": plural}
         if name:
             details["name"] = name
         if rtype.group:
@@ -206,9 +239,14 @@ class ApiServer:
         query = dict(parse_qsl(request.query_string, keep_blank_values=True))
         verb = self._verb(request.method, name, query, sub)
         resource = f"{plural}/{sub}" if sub else plural
-        if not principal.allows(verb, group, resource, namespace if rtype.namespaced else None):
-            raise self._forbidden(principal, verb, rtype, resource, namespace, name)
-        fault = self.cluster.faults.pick_api_fault(verb, plural)
+        # RequestInfo: a list or watch for one object (fieldSelector metadata.name=<name>) is authorized with that
+        # name, so that rules with resourceNames can allow it; a create on a collection never has a name
+        authz_name = name or (_field_selector_name(query.get("fieldSelector")) if verb in ("list", "watch") else None)
+        allowed, reason = principal.authorize(verb, group, resource, namespace if rtype.namespaced else None,
+                                              authz_name)
+        if not allowed:
+            raise self._forbidden(principal, verb, rtype, resource, namespace, authz_name, reason)
+        fault = self.cluster.faults.pick_api_fault(verb, plural, name)
         if fault is not None:
             await self._apply_fault(fault, rtype, name)
         dry_run = query.get("dryRun") == "All"
@@ -257,6 +295,8 @@ class ApiServer:
     @staticmethod
     def _verb(method: str, name: str | None, query: dict[str, str], sub: str | None) -> str:
         if sub in ("exec", "portforward"):
+            # the client's WebSocket GET upgrade is authorized as `create`, as by a Kubernetes 1.30+ API server
+            # (AuthorizePodWebsocketUpgradeCreatePermission); older servers ask for `get`
             return "create"
         watching = query.get("watch") in ("true", "1")
         if method == "GET":
@@ -325,11 +365,12 @@ class ApiServer:
         resource = attrs.get("resource", "")
         if attrs.get("subresource"):
             resource = f"{resource}/{attrs['subresource']}"
-        allowed = principal.allows(attrs.get("verb", ""), attrs.get("group", ""), resource, attrs.get("namespace"))
+        allowed, reason = principal.authorize(attrs.get("verb", ""), attrs.get("group", ""), resource,
+                                              attrs.get("namespace"), attrs.get("name"))
         review = dict(body)
         review["status"] = {"allowed": allowed}
         if not allowed:
-            review["status"]["reason"] = ""
+            review["status"]["reason"] = reason
         return review
 
     # --- watch ----------------------------------------------------------------------------------------
@@ -396,7 +437,7 @@ class ApiServer:
         ws = web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"))
         await ws.prepare(request)
         node = pod["spec"].get("nodeName", "")
-        fault = self.cluster.faults.exec_by_node.get(node)
+        fault = self.cluster.faults.exec_fault(node)
         latency = self.cluster.faults.exec_latency + (fault.seconds if fault and fault.mode == "latency" else 0)
         if latency:
             await asyncio.sleep(latency)
