@@ -46,11 +46,12 @@ demo: layout ## Run scripts/demo.py
 	@test -f scripts/demo.py || { echo "scripts/demo.py does not exist yet"; exit 1; }
 	@$(TOOLS_ENV) $(VENV_PY) scripts/demo.py
 
-bench: layout ## Benchmarks (ratios against a baseline measured in the same run): audit mode, flow files, Relay stream, fleet
+bench: layout ## Benchmarks (ratios against a baseline measured in the same run): audit mode, flow files, Relay stream, fleet, soak
 	@$(TOOLS_ENV) $(VENV_PY) scripts/bench.py $(BENCH_AUDIT_ARGS)
 	@$(TOOLS_ENV) $(VENV_PY) scripts/bench_flows.py $(BENCH_FLOWS_ARGS)
 	@$(TOOLS_ENV) $(VENV_PY) scripts/bench_relay.py $(BENCH_RELAY_ARGS)
 	@$(TOOLS_ENV) $(VENV_PY) scripts/bench_fleet.py $(BENCH_FLEET_ARGS)
+	@$(TOOLS_ENV) $(VENV_PY) scripts/bench_soak.py $(BENCH_SOAK_ARGS)
 
 clean: ## Remove caches and test output (keeps .venv)
 	rm -rf .cache tests/output .pytest_cache .ruff_cache

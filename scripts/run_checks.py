@@ -32,7 +32,7 @@ COLLECTIONS = CACHE / "collections"
 BIN = Path(sys.executable).parent
 SANITY_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 # A step that runs longer than this is stopped and counted as failed (CI has 90 minutes for everything).
-STEP_TIMEOUT = float(os.environ.get("NETPOL_STEP_TIMEOUT", "1500"))
+STEP_TIMEOUT = float(os.environ.get("NETPOL_STEP_TIMEOUT", "3600"))
 # pytest-xdist workers for the integration tests ("0" runs them in the pytest process).
 INTEGRATION_WORKERS = os.environ.get("NETPOL_INTEGRATION_WORKERS", "0")
 

@@ -26,6 +26,14 @@ options:
       - Seconds one exec in an agent pod may take before it is abandoned and reported as failed for that node.
     type: int
     default: 60
+  api_timeout:
+    description:
+      - Seconds one Kubernetes API request may take before it is abandoned.
+      - Reads, and writes that set fixed values, are retried (at most 4 times, with backoff and jitter, honouring the
+        server's C(Retry-After)) after a timeout, HTTP 429 or 5xx or a transport error; a write that meets a
+        409 Conflict reads the object again and is retried. The error after the last attempt names the call.
+    type: int
+    default: 30
   max_parallel_nodes:
     description:
       - How many nodes are worked on at the same time (one exec per node and step).

@@ -34,6 +34,13 @@ AGENT_LABEL_SELECTOR = "k8s-app=cilium"
 AGENT_CONTAINER = "cilium-agent"
 _HANDSHAKE = re.compile(r"Handshake status (\d{3})")
 _NOT_FOUND_BINARY = re.compile(r'exec: "([^"]+)": executable file not found')
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Agent output fit for a message: terminal escapes and control characters dropped, cut at ``limit``."""
+    text = "".join(ch for ch in _ANSI_ESCAPE.sub("", text) if ch.isprintable())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass
@@ -74,8 +81,8 @@ class ExecOutcome:
     def describe(self) -> str:
         if self.error:
             return self.error
-        detail = (self.stderr or self.stdout).strip().splitlines()
-        return f"exit code {self.rc}" + (f": {detail[0]}" if detail else "")
+        detail = [line for line in (printable(t) for t in (self.stderr or self.stdout).splitlines()) if line.strip()]
+        return f"exit code {self.rc}" + (f": {detail[0].strip()}" if detail else "")
 
 
 def _pod_ready(pod: Any) -> bool:

@@ -15,6 +15,7 @@ CILIUM_ARG_SPEC: dict[str, Any] = {
     "cilium_namespace": {"type": "str", "default": "kube-system"},
     "agent_binary": {"type": "str", "choices": ["auto", "cilium-dbg", "cilium"], "default": "auto"},
     "exec_timeout": {"type": "int", "default": 60},
+    "api_timeout": {"type": "int", "default": 30},
     "max_parallel_nodes": {"type": "int", "default": 10},
 }
 
@@ -54,6 +55,8 @@ def check_ranges(params: dict[str, Any]) -> None:
     """Refuse values the spec types cannot express (ValueError names the option and what was expected)."""
     if params["exec_timeout"] < 1:
         raise ValueError(f"exec_timeout: expected a number of seconds of at least 1, got {params['exec_timeout']}")
+    if params.get("api_timeout") is not None and params["api_timeout"] < 1:
+        raise ValueError(f"api_timeout: expected a number of seconds of at least 1, got {params['api_timeout']}")
     if not 1 <= params["max_parallel_nodes"] <= 100:
         raise ValueError(f"max_parallel_nodes: expected 1 to 100, got {params['max_parallel_nodes']}")
 

@@ -36,11 +36,13 @@ CNC_VERSIONS = ("v2", "v2alpha1")
 
 
 class ModuleFailure(Exception):
-    """Fail the task with this message; ``result`` carries the exact state reached so far."""
+    """Fail the task with this message; ``result`` carries the exact state reached so far (and ``outcome`` the
+    Outcome it came from, when something may have been changed before the failure)."""
 
-    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, result: dict[str, Any] | None = None, outcome: Outcome | None = None) -> None:
         super().__init__(message)
         self.result = result or {}
+        self.outcome = outcome
 
 
 def audit_string(value: bool | None) -> str:
@@ -182,7 +184,7 @@ class AuditModeService:
         if failed:
             raise ModuleFailure(f"audit mode could not be set to {audit_string(enabled)} on {len(failed)} of "
                                 f"{len(outcome.rows)} endpoints. State now: {_state_summary(outcome.rows)}",
-                                outcome.result())
+                                outcome.result(), outcome)
         return outcome
 
     def _apply(self, agents: dict[str, AgentPod], todo: dict[str, list[EndpointRow]], enabled: bool,
@@ -220,7 +222,12 @@ class AuditModeService:
                 item = items.get(str(row.id))
                 if item is None or item.rc is None:
                     row.status = "failed"
-                    row.error = f"the batch on node {node} stopped before endpoint {row.id} ({exec_outcome.describe()})"
+                    if exec_outcome.rc == 0:  # it ran to the end, but what it printed is not the batch's output
+                        row.error = (f"the batch on node {node} printed no result for endpoint {row.id}, only output "
+                                     f"that is not the agent's ({exec_outcome.describe()})")
+                    else:
+                        row.error = (f"the batch on node {node} stopped before endpoint {row.id} "
+                                     f"({exec_outcome.describe()})")
                 elif item.rc != 0:
                     row.status, row.error = "failed", item.output or f"exit code {item.rc}"
         return readback
@@ -258,12 +265,16 @@ class AuditModeService:
         if not entry:
             return
         known = {(e.get("node"), e.get("namespace"), e.get("pod"), e.get("id")) for e in entry.get("endpoints", [])}
+        failed = {(e.get("node"), e.get("namespace"), e.get("pod"), e.get("id")) for e in entry.get("endpoints", [])
+                  if e.get("failed")}
         last = entry.get("last_applied_at") or ""
         reapplied = []
         for row in outcome.rows:
             if row.status not in ("changed", "would_change"):
                 continue
-            if (row.node, row.namespace, row.pod, row.id) in known:
+            if (row.node, row.namespace, row.pod, row.id) in failed:
+                reason = f"the last apply, at {last}, failed for this endpoint"
+            elif (row.node, row.namespace, row.pod, row.id) in known:
                 started = (agents.get(row.node) and agents[row.node].started_at) or ""
                 reason = (f"agent pod restarted at {started}, after the last apply at {last}" if started > last
                           else "switched back outside netpol.cilium since the last apply")
@@ -299,6 +310,17 @@ class AuditModeService:
                 raise
             return version, sorted(items, key=lambda i: i["metadata"]["name"])
         return None, []
+
+    def _node_config_spec(self, version: str, name: str) -> dict[str, Any] | None:
+        """The spec of one CiliumNodeConfig as the API has it now (None when there is none)."""
+        try:
+            return self.kube.call(f"read CiliumNodeConfig {self.cilium_namespace}/{name}",
+                                  self.kube.custom.get_namespaced_custom_object, CNC_GROUP, version,
+                                  self.cilium_namespace, CNC_PLURAL, name).get("spec")
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
 
     def expected_by_node(self, config_value: bool | None,
                          cncs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -449,22 +471,29 @@ class AuditModeService:
                                  "labels": {"app.kubernetes.io/managed-by": "netpol.cilium"}},
                     "spec": desired_spec}
             if existing is None:
-                self.kube.call(f"create CiliumNodeConfig {self.cilium_namespace}/{config_name}",
-                               self.kube.custom.create_namespaced_custom_object, CNC_GROUP, version,
-                               self.cilium_namespace, CNC_PLURAL, body, idempotent=False)
-            else:
+                try:  # retried like a read: a create that did happen answers 409 the next time
+                    self.kube.call(f"create CiliumNodeConfig {self.cilium_namespace}/{config_name}",
+                                   self.kube.custom.create_namespaced_custom_object, CNC_GROUP, version,
+                                   self.cilium_namespace, CNC_PLURAL, body)
+                except KubeError as exc:
+                    if not exc.conflict:
+                        raise
+                    existing = {}  # it exists now (made meanwhile, or by an attempt whose answer was lost)
+            if existing is not None:
                 self.kube.call(f"update CiliumNodeConfig {self.cilium_namespace}/{config_name}",
                                self.kube.custom.patch_namespaced_custom_object, CNC_GROUP, version,
                                self.cilium_namespace, CNC_PLURAL, config_name, {"spec": desired_spec},
-                               idempotent=False)
+                               on_conflict=lambda: self._node_config_spec(version, config_name) != desired_spec)
         outcome.extra["restart_nodes"] = stale if restart else []
         if restart and stale:
             try:
                 result = self.restarter.restart_nodes(stale)
-            except RolloutError as exc:
+            except (RolloutError, KubeError) as exc:
+                state = exc.state if isinstance(exc, RolloutError) else {"error": str(exc)}
                 raise ModuleFailure(f"CiliumNodeConfig {config_name} is written, but restarting the agents failed: "
-                                    f"{exc}. Agents restarted so far: {exc.state.get('restarted', [])}",
-                                    {**outcome.result(), "rollout": exc.state}) from exc
+                                    f"{exc}. Agents restarted so far: {state.get('restarted', [])}; a re-run "
+                                    "restarts the agents that do not run with the new value yet",
+                                    {**outcome.result(), "rollout": state}, outcome) from exc
             outcome.extra["rollout"] = {"restarted": result.restarted, "seconds": round(result.seconds, 2),
                                         "health": result.health}
         self._verify_daemons(outcome, selected if restart else [], enabled)
@@ -511,16 +540,18 @@ class AuditModeService:
             patch = {"data": {CONFIG_KEY: "true" if enabled else "false"}}
             self.kube.call(f"patch ConfigMap {self.cilium_namespace}/cilium-config",
                            self.kube.core.patch_namespaced_config_map, "cilium-config", self.cilium_namespace, patch,
-                           idempotent=False)
+                           on_conflict=lambda: self.read_config_value()[0] is not enabled)
         outcome.extra["restart_nodes"] = stale if restart else []
         if restart and stale:
             try:
                 result = self.restarter.rolling_restart()
-            except RolloutError as exc:
+            except (RolloutError, KubeError) as exc:
                 said = "now has" if config_changes else "has"
+                state = exc.state if isinstance(exc, RolloutError) else {"error": str(exc)}
                 raise ModuleFailure(f"cilium-config {said} {CONFIG_KEY}={str(enabled).lower()}, but the rolling "
-                                    f"restart of the agents failed: {exc}",
-                                    {**outcome.result(), "rollout": exc.state}) from exc
+                                    f"restart of the agents failed: {exc}. A re-run restarts the agents that do not "
+                                    "run with that value yet",
+                                    {**outcome.result(), "rollout": state}, outcome) from exc
             outcome.extra["rollout"] = {"restarted": result.restarted, "seconds": round(result.seconds, 2),
                                         "health": result.health}
         self._verify_daemons(outcome, sorted(agents) if restart else [], enabled)
@@ -541,7 +572,7 @@ class AuditModeService:
             detail = ", ".join(f"{n}: {d.get('error') or audit_string(d.get('audit_mode'))}"
                                for n, d in sorted(wrong.items()))
             raise ModuleFailure(f"after the restart, these agents do not run with PolicyAuditMode="
-                                f"{audit_string(enabled)}: {detail or 'agents missing'}", outcome.result())
+                                f"{audit_string(enabled)}: {detail or 'agents missing'}", outcome.result(), outcome)
 
 
 def _selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:

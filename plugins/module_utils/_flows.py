@@ -19,9 +19,14 @@ DROP_EVENT = 1
 VERDICTS = ("VERDICT_UNKNOWN", "FORWARDED", "DROPPED", "ERROR", "AUDIT", "REDIRECTED", "TRACED", "TRANSLATED")
 DIRECTIONS = ("TRAFFIC_DIRECTION_UNKNOWN", "INGRESS", "EGRESS")
 WORKLOAD_LABELS = ("app", "app.kubernetes.io/name", "k8s-app")
-# Kubernetes controller suffixes: <deployment>-<replicaset hash>-<pod hash>, <statefulset>-<ordinal>, <ds>-<hash>
-_REPLICASET_POD = re.compile(r"^(?P<base>.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$")
-_DAEMONSET_POD = re.compile(r"^(?P<base>.+)-[a-z0-9]{5}$")
+# Kubernetes controller suffixes: <deployment>-<replicaset hash>-<pod hash>, <statefulset>-<ordinal>, <ds>-<hash>.
+# Kubernetes draws generated names from an alphabet without vowels ("bcdfghjklmnpqrstvwxz2456789", apimachinery's
+# util/rand); a ReplicaSet's pod-template-hash is the decimal FNV hash of the template through that alphabet, so it
+# only holds 4-9, b, c, d and f. Matching those alphabets keeps words out: node-exporter-x2x8q is the DaemonSet
+# node-exporter, not the Deployment "node".
+_GENERATED = "bcdfghjklmnpqrstvwxz2456789"
+_REPLICASET_POD = re.compile(rf"^(?P<base>.+)-[4-9bcdf]{{6,10}}-[{_GENERATED}]{{5}}$")
+_DAEMONSET_POD = re.compile(rf"^(?P<base>.+)-[{_GENERATED}]{{5}}$")
 _STATEFULSET_POD = re.compile(r"^(?P<base>.+)-\d+$")
 
 

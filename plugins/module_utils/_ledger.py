@@ -106,16 +106,16 @@ class Ledger:
                                  "annotations": {"netpol.cilium/description": "Where policy audit mode was switched "
                                                  "on by netpol.cilium (audit mode gives no isolation)"}},
                     "data": {key: value}}
-            try:
+            try:  # retried like a read: a create that did happen answers 409 the next time, and we patch
                 self.kube.call(f"create ConfigMap {self.namespace}/{LEDGER_CONFIGMAP}",
-                               self.kube.core.create_namespaced_config_map, self.namespace, body, idempotent=False)
+                               self.kube.core.create_namespaced_config_map, self.namespace, body)
                 return
             except KubeError as exc:
                 if exc.status != 409:
                     raise
         self.kube.call(f"patch ConfigMap {self.namespace}/{LEDGER_CONFIGMAP}",
                        self.kube.core.patch_namespaced_config_map, LEDGER_CONFIGMAP, self.namespace,
-                       {"data": {key: value}}, idempotent=False)
+                       {"data": {key: value}}, on_conflict=lambda: self._value(key) != value)
 
     def remove(self, key: str) -> bool:
         config = self._read()
@@ -123,5 +123,10 @@ class Ledger:
             return False
         self.kube.call(f"patch ConfigMap {self.namespace}/{LEDGER_CONFIGMAP}",
                        self.kube.core.patch_namespaced_config_map, LEDGER_CONFIGMAP, self.namespace,
-                       {"data": {key: None}}, idempotent=False)
+                       {"data": {key: None}}, on_conflict=lambda: self._value(key) is not None)
         return True
+
+    def _value(self, key: str) -> str | None:
+        """The raw value of one entry as the API has it now (after a 409 Conflict: is our write still needed?)."""
+        config = self._read()
+        return ((config.data or {}) if config else {}).get(key)

@@ -80,10 +80,17 @@ class AgentRestarter:
             raise RolloutError(f"DaemonSet {self.namespace}/{self.daemonset} uses updateStrategy OnDelete: a "
                                "pod-template change does not restart its pods; restart the agents per node instead",
                                {"restarted": False})
-        patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: utc_now()}}}}}
+        stamp = utc_now()
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}}
+
+        def not_stamped_yet() -> bool:  # after a 409: the write is needed unless the template has our stamp
+            template = self._read_daemonset().spec.template
+            return ((template.metadata and template.metadata.annotations) or {}).get(RESTART_ANNOTATION) != stamp
+
+        # the same stamp again changes nothing: retried like a read, and re-read and retried after a 409 Conflict
         self.kube.call(f"patch DaemonSet {self.namespace}/{self.daemonset} (rolling restart)",
                        self.kube.apps.patch_namespaced_daemon_set, self.daemonset, self.namespace, patch,
-                       idempotent=False)
+                       on_conflict=not_stamped_yet)
         self._wait(lambda: daemonset_rolled_out(self._read_daemonset()), "the cilium agent rollout")
         after = find_agents(self.kube, self.namespace)
         result = RolloutResult(restarted=sorted(n for n in after if before.get(n) is None
@@ -101,8 +108,12 @@ class AgentRestarter:
             old = agents.get(node)
             if old is None:
                 raise RolloutError(f"no cilium agent pod runs on node {node}", {"restarted": result.restarted})
-            self.kube.call(f"delete agent pod {self.namespace}/{old.name} on node {node}",
-                           self.kube.core.delete_namespaced_pod, old.name, self.namespace, idempotent=False)
+            try:
+                self.kube.call(f"delete agent pod {self.namespace}/{old.name} on node {node}",
+                               self.kube.core.delete_namespaced_pod, old.name, self.namespace)
+            except KubeError as exc:
+                if not exc.not_found:  # gone already (an earlier attempt whose answer was lost): what we wanted
+                    raise
 
             def replaced(node: str = node, old_name: str = old.name) -> tuple[bool, str]:
                 agent = find_agents(self.kube, self.namespace).get(node)

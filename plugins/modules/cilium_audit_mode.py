@@ -95,6 +95,8 @@ options:
   reason:
     description:
       - Why audit mode is switched on; kept in the ledger entry (with who, when and until when).
+      - Required to switch audit mode on with O(scope=cluster), unless the ledger entry of the cluster already has
+        one (a re-run) - cluster-wide audit mode is a security downgrade of the whole cluster.
     type: str
   max_duration:
     description:
@@ -298,6 +300,9 @@ MODULE_SPEC = {
 }
 
 SELECTORS = ("endpoint_ids", "pods", "namespace", "label_selector", "policy")
+CLUSTER_REASON_REQUIRED = (
+    "reason: required to switch audit mode on cluster-wide (scope cluster) - every policy of the cluster stops "
+    "isolating while it is on, so the ledger must say why (e.g. a change number); nothing was changed")
 
 
 def check_scope(params: dict) -> None:
@@ -362,8 +367,9 @@ def ledger_entry(params: dict, outcome: Outcome, existing: dict | None) -> dict:
         "recorded_by": "netpol.cilium.cilium_audit_mode",
     }
     if params["scope"] == "endpoints":
-        entry["endpoints"] = [{"id": r.id, "node": r.node, "namespace": r.namespace, "pod": r.pod}
-                              for r in outcome.rows]
+        # an enable that failed on some endpoints is recorded too (audit mode is on elsewhere): those are marked
+        entry["endpoints"] = [{"id": r.id, "node": r.node, "namespace": r.namespace, "pod": r.pod,
+                               **({"failed": True} if r.status == "failed" else {})} for r in outcome.rows]
     else:
         entry["nodes"] = sorted(outcome.nodes)
     if params["scope"] == "nodes":
@@ -437,11 +443,18 @@ def main() -> None:
             outcome = service.set_nodes(params["node_selector"], enabled, params["node_config_name"],
                                         check_mode=module.check_mode, restart=params["restart"])
         else:
+            if enabled and not params.get("reason"):
+                existing = Ledger(service.kube, params["cilium_namespace"]).get(key) or {}
+                if not existing.get("reason"):
+                    module.fail_json(msg=CLUSTER_REASON_REQUIRED)
             outcome = service.set_cluster(enabled, check_mode=module.check_mode, force=params["force"],
                                           restart=params["restart"], write_config=params["write_config"])
         if record(module, service, params, outcome, key):
             outcome.changed = True
     except ModuleFailure as exc:
+        if enabled and exc.outcome is not None and exc.outcome.changed and not module.check_mode:
+            # the enable failed part of the way, but audit mode is on (or configured) somewhere: record it anyway
+            record(module, service, params, exc.outcome, key)
         module.fail_json(msg=str(exc), **exc.result)
     except KubeError as exc:
         module.fail_json(msg=str(exc), status=exc.status, reason=exc.reason)

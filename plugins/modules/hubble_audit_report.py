@@ -25,7 +25,8 @@ description:
     reported as B(incomplete) and fails the task (O(fail_on_incomplete)) - an incomplete window never looks green.
   - With O(report_dir) it writes C(report.json), C(report.md) (with a Mermaid graph of the unexpected denies),
     C(junit.xml) (one failing test case per unexpected group) and C(suggested-policies.yaml) (CiliumNetworkPolicy allow
-    rules that would admit the unexpected flows), each atomically.
+    rules that would admit the unexpected flows), atomically - all four are written to temporary files first and only
+    then renamed over the old ones, so a failure or a crash leaves the previous reports whole.
 author:
   - netpol.cilium maintainers (@netpol-cilium)
 requirements:
@@ -109,7 +110,9 @@ options:
   fail_on_incomplete:
     description:
       - Fail the task when the window is incomplete (lost events beyond O(max_lost_events), fewer flows than
-        O(min_flows), malformed lines beyond O(max_malformed), unavailable nodes, stream gaps).
+        O(min_flows), malformed lines beyond O(max_malformed), unavailable nodes, stream gaps - also those resumed
+        from the ring buffers, which cannot be proven complete - and flow files that could not be read to their end,
+        such as truncated or corrupt C(.gz) files).
     type: bool
     default: true
   max_lost_events:
@@ -122,6 +125,8 @@ options:
       - Flows the source must have seen. Default 1 when following a live Relay window for O(verdicts) that include
         V(AUDIT) (an empty audit window must not look green), else 0 (e.g. a watch for V(DROPPED) after enforcing,
         where no flow at all is the good outcome).
+      - Left unset with O(source=file), a window whose files are all empty (no line at all) is incomplete - nothing
+        was captured; V(0) accepts it. Empty files among others are listed in a warning.
     type: int
   max_malformed:
     description:
@@ -130,7 +135,8 @@ options:
     default: 0
   report_dir:
     description:
-      - Directory to write the reports into (created if missing).
+      - Directory to write the reports into (created if missing). It is checked for writing before any flow is
+        read, so that a long window does not end with nowhere to write; the error names the directory.
     type: path
   report_formats:
     description:
@@ -276,6 +282,14 @@ summary:
     window:
       description: C(since), C(until) and C(duration) of the window.
       type: dict
+    gaps:
+      description: Stream gaps of the Relay (the same as RV(gaps)).
+      type: list
+      elements: dict
+    empty_files:
+      description: With O(source=file), the files that held no line at all.
+      type: list
+      elements: str
   sample: {"result": "fail", "passed": false, "flows_seen": 412, "audited": 34, "expected_groups": 1,
            "unexpected_groups": 1, "lost_events": 0, "malformed_lines": 0, "nodes_unavailable": [], "complete": true,
            "incomplete_reasons": [], "window": {"since": "2026-11-27T10:00:00Z", "until": "2026-11-27T10:15:00Z",
@@ -296,17 +310,24 @@ source:
   returned: always
   type: dict
 gaps:
-  description: Stretches of a live window the Relay stream missed (reconnects).
+  description:
+    - Where the Relay stream broke - C(start) (the time of the last flow counted, else the window's start), C(end)
+      (when it was back; null when it never was), C(resumed) (the read went on from C(start) out of the ring buffers,
+      flows already counted skipped) and C(reason).
   returned: always
   type: list
   elements: dict
+  sample: [{"start": "2026-11-27T10:03:12.412Z", "end": "2026-11-27T10:03:13.020Z", "resumed": true,
+            "reason": "stream broken (UNAVAILABLE: connection reset by peer)"}]
 reports:
-  description: Paths of the written reports, by format.
+  description: Paths of the written reports, by format (empty when they could not be written; the task then fails).
   returned: when O(report_dir) is set
   type: dict
   sample: {"json": "reports/report.json", "md": "reports/report.md", "junit": "reports/junit.xml",
            "policies": "reports/suggested-policies.yaml"}
 """
+
+import re
 
 from ansible_collections.netpol.cilium.plugins.module_utils._audit_report import ReportFailure, make_report
 from ansible_collections.netpol.cilium.plugins.module_utils._k8s import (
@@ -350,6 +371,9 @@ MODULE_SPEC = {
 }
 
 
+RELAY_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})$")
+
+
 def main() -> None:
     argument_spec = auth_argument_spec()
     argument_spec.update(MODULE_SPEC)
@@ -358,6 +382,12 @@ def main() -> None:
     for name in ("max_lost_events", "max_malformed", "min_flows"):
         if params.get(name) is not None and params[name] < 0:
             module.fail_json(msg=f"{name}: expected a count of 0 or more, got {params[name]}")
+    address = params.get("relay_address")
+    if address:
+        match = RELAY_ADDRESS.match(address)
+        if not match or not 1 <= int(match.group(2)) <= 65535:
+            module.fail_json(msg=f"relay_address: expected host:port (a name or IPv4 address, or [IPv6], and a port "
+                                 f"from 1 to 65535), got {address!r}")
     if not params["relay_validate_certs"]:
         module.warn("relay_validate_certs is false: the Hubble Relay's TLS certificate is not verified")
     kube = None

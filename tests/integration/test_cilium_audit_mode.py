@@ -112,8 +112,8 @@ def test_old_agent_uses_the_cilium_binary(sim_cluster: SimCluster, tmp_path: Pat
 
 
 def test_cluster_scope_refuses_a_helm_owned_configmap(sim_cluster: SimCluster, tmp_path: Path) -> None:
-    [refused, forced] = run_tasks(sim_cluster, [enable(scope="cluster"), enable(scope="cluster", force=True)],
-                                  tmp_path).results
+    tasks = [enable(scope="cluster", reason="CHG-7 test"), enable(scope="cluster", force=True, reason="CHG-7 test")]
+    [refused, forced] = run_tasks(sim_cluster, tasks, tmp_path).results
     assert refused["failed"] is True and "owned by the Helm release cilium" in refused["msg"]
     assert forced["changed"] is True and forced["verified"] is True
     assert sorted(forced["rollout"]["restarted"]) == sim_cluster.node_names()
@@ -137,8 +137,8 @@ def test_nodes_scope_restarts_only_the_selected_agents(sim_cluster: SimCluster, 
 
 
 def test_info_reports_config_changed_but_agents_not_restarted(sim_cluster: SimCluster, tmp_path: Path) -> None:
-    [result] = run_tasks(sim_cluster, [enable(scope="cluster", force=True, restart=False), info()],
-                         tmp_path).results[1:]
+    tasks = [enable(scope="cluster", force=True, restart=False, reason="CHG-7 test"), info()]
+    [result] = run_tasks(sim_cluster, tasks, tmp_path).results[1:]
     assert result["consistent"] is False
     assert len(result["inconsistencies"]) == 3
     assert "was not restarted since the change" in result["inconsistencies"][0]

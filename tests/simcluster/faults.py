@@ -16,6 +16,7 @@ class ApiFault:
     remaining: int | None = None  # fail at most this many requests, None = unlimited
     delay: float = 0.0
     hits: int = 0
+    names: frozenset[str] | None = None  # object names, e.g. {"cilium-config"}; None = any (lists have no name)
 
 
 @dataclass
@@ -23,6 +24,9 @@ class ExecFault:
     mode: str  # "fail" (API-level error), "hang", "garbage" (stdout noise, rc 0), "exit" (rc != 0), "latency"
     seconds: float = 0.0
     exit_code: int = 1
+    after: int = 0  # let this many execs on the node pass first (e.g. 1: the read works, the change meets the fault)
+    execs: int = 0  # execs on the node seen so far
+    hits: int = 0  # execs the fault was applied to
 
 
 @dataclass
@@ -38,19 +42,22 @@ class Faults:
         self._rng = random.Random(self.seed)
 
     def add_api_fault(self, code: int, rate: float = 1.0, verbs: set[str] | None = None,
-                      resources: set[str] | None = None, count: int | None = None, delay: float = 0.0) -> ApiFault:
+                      resources: set[str] | None = None, count: int | None = None, delay: float = 0.0,
+                      names: set[str] | None = None) -> ApiFault:
         fault = ApiFault(code, rate, frozenset(verbs) if verbs else None, frozenset(resources) if resources else None,
-                         count, delay)
+                         count, delay, names=frozenset(names) if names else None)
         with self.lock:
             self.api.append(fault)
         return fault
 
-    def pick_api_fault(self, verb: str, resource: str) -> ApiFault | None:
+    def pick_api_fault(self, verb: str, resource: str, name: str | None = None) -> ApiFault | None:
         with self.lock:
             for fault in self.api:
                 if fault.verbs is not None and verb not in fault.verbs:
                     continue
                 if fault.resources is not None and resource not in fault.resources:
+                    continue
+                if fault.names is not None and name not in fault.names:
                     continue
                 if fault.remaining is not None and fault.remaining <= 0:
                     continue
@@ -61,6 +68,18 @@ class Faults:
                 fault.hits += 1
                 return fault
         return None
+
+    def exec_fault(self, node: str) -> ExecFault | None:
+        """The fault for this exec on ``node`` (None once cleared, or while its ``after`` execs still pass)."""
+        with self.lock:
+            fault = self.exec_by_node.get(node)
+            if fault is None:
+                return None
+            fault.execs += 1
+            if fault.execs <= fault.after:
+                return None
+            fault.hits += 1
+            return fault
 
     def clear(self) -> None:
         with self.lock:
