@@ -667,12 +667,17 @@ def write_reports(report_dir: str, judgement: Judgement, meta: Mapping[str, Any]
     finally:
         for temporary, _path in staged:
             if os.path.exists(temporary):
-                try:
-                    os.unlink(temporary)
-                except OSError:
-                    pass
+                _discard(temporary)
     _fsync_directory(report_dir)
     return {name: os.path.join(report_dir, REPORT_FILES[name]) for name in wanted}
+
+
+def _discard(path: str) -> None:
+    """Remove a temporary file, as far as possible (a failure to clean up must not hide the error being raised)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
@@ -681,10 +686,7 @@ def atomic_write(path: str, text: str, mode: int = 0o644) -> None:
     try:
         os.replace(temporary, path)
     except OSError as exc:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
+        _discard(temporary)
         raise ReportError(f"cannot write {path!r}: {exc.strerror or exc}") from None
 
 
@@ -709,10 +711,7 @@ def _write_temporary(path: str, text: str, mode: int = 0o644) -> str:
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
     except OSError as exc:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
+        _discard(temporary)
         raise ReportError(f"cannot write {path!r}: {exc.strerror or exc}") from None
     return temporary
 
