@@ -41,9 +41,13 @@ def run(
 
 
 def tool_env(collections_path: Path) -> dict[str, str]:
+    """The tools see only ``collections_path``: not the laid-out collections that ``make`` puts on PYTHONPATH for the
+    test process (ansible-galaxy scans sys.path too, and would find this collection "already installed" there)."""
     env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     env["ANSIBLE_COLLECTIONS_PATH"] = str(collections_path)
+    env["ANSIBLE_COLLECTIONS_SCAN_SYS_PATH"] = "False"
     env["ANSIBLE_NOCOLOR"] = "1"
     return env
 
