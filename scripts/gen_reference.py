@@ -99,6 +99,17 @@ def return_rows(values: dict[str, Any], depth: int = 0) -> list[str]:
     return rows
 
 
+def examples_and_returns(data: dict[str, Any], returns_title: str) -> list[str]:
+    """The Examples and return-value sections that module and filter pages end with."""
+    out: list[str] = []
+    if data.get("examples"):
+        out += ["## Examples", "", "```yaml", data["examples"].strip("\n"), "```", ""]
+    if data.get("return"):
+        out += [f"## {returns_title}", "", "| key | type | returned | description |", "|---|---|---|---|",
+                *return_rows(data["return"]), ""]
+    return out
+
+
 def module_page(name: str, data: dict[str, Any]) -> str:
     doc = data["doc"]
     out = [f"# {COLLECTION}.{name}", "", f"{markup(doc.get('short_description', ''))}", "",
@@ -125,12 +136,7 @@ def module_page(name: str, data: dict[str, Any]) -> str:
             else:
                 out.append(f"- [{item.get('name')}]({item.get('link')}): {markup(item.get('description', ''))}")
         out.append("")
-    if data.get("examples"):
-        out += ["## Examples", "", "```yaml", data["examples"].strip("\n"), "```", ""]
-    if data.get("return"):
-        out += ["## Return values", "", "| key | type | returned | description |", "|---|---|---|---|",
-                *return_rows(data["return"]), ""]
-    return "\n".join(out)
+    return "\n".join(out + examples_and_returns(data, "Return values"))
 
 
 def role_page(name: str, data: dict[str, Any]) -> str:
@@ -152,12 +158,7 @@ def filter_page(name: str, data: dict[str, Any]) -> str:
     for paragraph in doc.get("description") or []:
         out += [markup(paragraph), ""]
     out += ["## Input and arguments", "", *options_table(doc.get("options") or {})]
-    if data.get("examples"):
-        out += ["## Examples", "", "```yaml", data["examples"].strip("\n"), "```", ""]
-    if data.get("return"):
-        out += ["## Returns", "", "| key | type | returned | description |", "|---|---|---|---|",
-                *return_rows(data["return"]), ""]
-    return "\n".join(out)
+    return "\n".join(out + examples_and_returns(data, "Returns"))
 
 
 def _short(doc_kind: str, data: dict[str, Any]) -> str:

@@ -114,7 +114,8 @@ def wave_of(cluster: str, plan: Sequence[Sequence[str]]) -> int:
 
 
 def _first_line(text: Any, limit: int = MAX_TABLE_TEXT) -> str:
-    line = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
+    lines = str(text or "").strip().splitlines()
+    line = lines[0] if lines else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
