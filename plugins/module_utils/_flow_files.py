@@ -13,13 +13,17 @@ Line shapes read (one JSON object per line, protojson with proto field names):
 
 Speed: exporter files hold every verdict, and usually only a few percent of their lines are audited flows. Files
 (plain or gzip) are read in binary blocks of a few MiB; a line cut by the end of a block is carried over to the next,
-so memory does not grow with the file. In a block, each line costs two C-level searches: its newline, and the verdict
-key before it. A line whose first ``"verdict":"...`` (near the start of the line) names none of the wanted verdicts is
-counted and skipped without being cut out of the block or parsed. Only the lines that can match, and lines that do
-not look like an ordinary flow (lost events, node status, odd formatting), are parsed with ``json``. Line numbers
-are counted only when the sample of a malformed line needs one. In a parsed flow line, the long run of members from
-``"source"`` to the end of the flow (endpoints, labels, node, direction) repeats from flow to flow and is parsed once
-per distinct text (see ``_Reader._cached_run``); the record is always the one a whole parse gives.
+so memory does not grow with the file. In a block, each line costs two C-level calls: the search for its newline, and
+a look at the place where the line before had its verdict key: ``"verdict":"...`` with one of the verdicts not
+wanted there, inside the line, and the line is counted and skipped without being cut out of the block or parsed.
+Otherwise the verdict key is searched for; a line whose first one (near the start of the line) names none of the
+wanted verdicts is skipped too. Only the lines that can match, and lines that do not look like an ordinary flow (lost
+events, node status, odd formatting), are parsed. Line numbers are counted only when the sample of a malformed line
+needs one. In a parsed flow line, the long run of members from ``"source"`` to the end of the flow (endpoints,
+labels, node, direction) repeats from flow to flow and is parsed once per distinct text; when the rest of the line
+has the shape Hubble writes, its few values (time, verdict, addresses, protocol, port, node) are read by regular
+expressions that match only JSON without escapes, and the JSON parser is not called at all (see
+``_Reader._cached_run``). The record is always the one a whole parse gives.
 
 Malformed lines: a parsed line that is not valid JSON or has the wrong shape is skipped and counted, with the first
 few line numbers of each file. A line skipped unparsed is only known to hold a verdict key near its start: its JSON
@@ -66,6 +70,9 @@ RUN_CACHE_SIZE = 4096
 # The C scanner behind json.loads, without its wrapper: (object, end) from a str at an offset.
 _SCAN_JSON = json.scanner.make_scanner(json.JSONDecoder())
 _VERDICT_KEY = b'"verdict":"'
+# The verdicts, the commonest in Hubble's output first.
+_VERDICTS_BY_FREQUENCY = ("FORWARDED", "DROPPED", "TRACED") + tuple(
+    verdict for verdict in VERDICTS if verdict not in ("FORWARDED", "DROPPED", "TRACED"))
 _GZIP_MAGIC = b"\x1f\x8b"
 _EMPTY: dict[str, Any] = {}
 # The member put where a cached run of members was cut out of a line: a key no Hubble flow has.
@@ -78,6 +85,30 @@ _PART_KEYS = frozenset(("source", "destination", "source_names", "destination_na
                         "traffic_direction", "is_reply", "node_name", "drop_reason_desc", "ingress_denied_by",
                         "egress_denied_by", "policy_match_type"))
 _HEAD_KEYS = frozenset(("verdict", "time", "IP", "l4"))
+# The head of a flow line as Hubble writes it (protojson, compact, fields in their order): time, uuid, verdict,
+# drop reason, ethernet, IP and TCP/UDP/SCTP ports, up to the source endpoint. A strict subset of JSON: strings
+# without escapes or control characters, numbers without signs, fractions or leading zeros, no spaces; so what it
+# captures is exactly what a JSON parser reads. Groups: time, verdict, source IP, destination IP, protocol, port.
+_JSON_TEXT = r'"([^"\\\x00-\x1f]*)"'
+_JSON_UINT = r"(?:0|[1-9][0-9]*)"
+_FLOW_HEAD = re.compile(
+    r'\{"flow":\{"time":"([^"\\\x00-\x1f]+)"'
+    r'(?:,"uuid":"[0-9A-Za-z-]*")?'
+    r',"verdict":"([A-Z_]+)"'
+    r'(?:,"drop_reason":' + _JSON_UINT + r")?"
+    r'(?:,"ethernet":\{"source":"[0-9A-Fa-f:]*","destination":"[0-9A-Fa-f:]*"\})?'
+    r'(?:,"IP":\{"source":' + _JSON_TEXT + r',"destination":' + _JSON_TEXT
+    + r',"ipVersion":"IPv[46]"(?:,"encrypted":true)?\})?'
+    r'(?:,"l4":\{"(TCP|UDP|SCTP)":\{(?:"source_port":' + _JSON_UINT + r",)?"
+    r'"destination_port":(' + _JSON_UINT + r")"
+    r'(?:,"flags":\{(?:"[A-Z]+":true(?:,"[A-Z]+":true)*)?\})?\}\})?'
+    r',"source":\{'
+)
+_SOURCE_MEMBER = len('"source":{')
+# What a JSON string cannot hold as it is (it needs an escape).
+_UNPLAIN = re.compile(r'["\\\x00-\x1f]')
+# The end of such a line after the run: the flow's closing brace, then the envelope's node name and time.
+_FLOW_TAIL = re.compile(r'\}(?:,"node_name":' + _JSON_TEXT + r')?(?:,"time":"[^"\\\x00-\x1f]*")?\}')
 # event type, source and destination peers (without address and names), their names, direction, reply, node,
 # drop reason, denying policies, policy match type
 _Part = tuple[int, Peer, Peer, Any, Any, str, "bool | None", str, "str | None", tuple[str, ...], int]
@@ -171,11 +202,12 @@ def time_key(value: str | None) -> str:
     """
     if not value:
         return ""
-    if len(value) >= 20 and value[-1] == "Z" and value[10] == "T":
-        if len(value) == 20:
+    size = len(value)
+    if size >= 20 and value[-1] == "Z" and value[10] == "T":
+        if value[19] == "." and size <= 30:
+            return value if size == 30 else value[:20] + value[20:-1].ljust(9, "0") + "Z"
+        if size == 20:
             return value[:19] + ".000000000Z"
-        if value[19] == "." and len(value) <= 30:
-            return value[:20] + value[20:-1].ljust(9, "0") + "Z"
     try:
         moment = parse_rfc3339(value)
     except ValueError:
@@ -269,7 +301,7 @@ class _Reader:
         self.namespaces = frozenset(namespaces) if namespaces else None
         self.windowed = since is not None or until is not None
         self._peers: dict[tuple[Any, ...], Peer] = {}
-        self._runs: dict[str, tuple[frozenset[str], _Part] | object] = {}
+        self._runs: dict[str, tuple[frozenset[str], _Part, str | None] | object] = {}
         self._file_samples = 0
         self._line_count = 0
         # where the line being looked at is, for _line_no: its number when known, else its block and offset
@@ -329,20 +361,27 @@ class _Reader:
         """Every event kept; counts everything in ``self.stats``. The hot loop.
 
         The file is read in large blocks. A line cut by the end of a block is carried over to the next block and
-        looked at on its own; the whole lines of a block are walked with two C-level searches each (the newline,
-        then the verdict key before it), and only the lines that need more are cut out of the block.
+        looked at on its own; the whole lines of a block are walked with two C-level calls each (the search for the
+        newline, then a look for a skipped verdict where the line before had its verdict key; when that look fails,
+        a search for the verdict key), and only the lines that need more are cut out of the block.
         """
         stats = self.stats
-        read = handle.read
         limit = MAX_LINE_BYTES  # read at call time (tests lower it)
         size = min(READ_BLOCK, limit)  # a line inside one block is never over the limit
+        read = handle.read
         prefixes = self.verdict_prefixes
         first_bytes = frozenset(prefix[0] for prefix in prefixes) if prefixes is not None else frozenset()
+        # the verdict key with each known verdict that is not wanted: a line with one of them at the place where
+        # the line before had its verdict key is skipped at once (the commonest first: they are tried in turn)
+        skips = tuple(_VERDICT_KEY + verdict.encode() + b'"' for verdict in _VERDICTS_BY_FREQUENCY
+                      if self.verdicts is not None and verdict not in self.verdicts)
         late = VERDICT_WINDOW - len(_VERDICT_KEY)  # where a key still fits in the window of _one_line
+        at = 0  # where the verdict key was in the last line that had it near its start
         verdict_key = _VERDICT_KEY
         newline = b"\n"
         lines = 0  # whole lines done (the number of the last one)
         in_block = 0  # lines done in the current block
+        looked = 0  # of them, lines that needed more than a look where the last verdict key was (the others: flows)
         skipped_flows = 0
         carry = b""  # the start of a line cut by the end of the previous block
         dropping = False  # inside an overlong line, already reported
@@ -384,11 +423,12 @@ class _Reader:
                 self._block, self._block_start, self._block_lines = block, start, lines
                 find = block.find
                 i = start
-                in_block = 0
+                in_block = looked = 0
                 if prefixes is None:
                     while i < end:
                         j = find(newline, i) + 1
                         in_block += 1
+                        looked += 1
                         self._at = None
                         self._line_start = i
                         event = self._one_line(block[i:j], name)
@@ -396,22 +436,33 @@ class _Reader:
                             yield event
                         i = j
                 else:
+                    starts = block.startswith
                     while i < end:
-                        j = find(newline, i)
-                        pos = find(verdict_key, i, j)
+                        j = find(newline, i) + 1
                         in_block += 1
-                        if pos < 0 or pos - i > late or block[pos + 11] in first_bytes:
-                            self._at = None
-                            self._line_start = i
-                            event = self._one_line(block[i:j + 1], name)
-                            if event is not None:
-                                yield event
-                            skipped_flows += self._skipped
-                        else:
-                            skipped_flows += 1  # an ordinary flow with another verdict
-                        i = j + 1
+                        # (no skipped verdict holds a newline, so the look never reaches into the next line)
+                        if not starts(skips, i + at, j):
+                            looked += 1
+                            pos = find(verdict_key, i, j) - i
+                            near = 0 <= pos <= late
+                            if near:
+                                at = pos
+                            if near and block[i + pos + 11] not in first_bytes:
+                                skipped_flows += 1  # another verdict, its key at a new place (or not a known one)
+                            else:
+                                self._at = None
+                                self._line_start = i
+                                if near and starts(prefixes, i + pos + 11):
+                                    event = self._wanted(block, i, j - 1, name)
+                                else:
+                                    event = self._one_line(block[i:j], name)
+                                    skipped_flows += self._skipped
+                                if event is not None:
+                                    yield event
+                        i = j
                 lines += in_block
-                in_block = 0
+                skipped_flows += in_block - looked  # ordinary flows with another verdict
+                in_block = looked = 0
                 self._line_count = lines
             if dropping:
                 lines += 1
@@ -427,6 +478,7 @@ class _Reader:
                     skipped_flows += self._skipped
         finally:
             lines += in_block
+            skipped_flows += in_block - looked
             self._line_count = lines
             self._block = b""
             stats.lines += lines
@@ -455,6 +507,19 @@ class _Reader:
                     self._skipped = 1
                 return None
         return self._parse_line(line, name)
+
+    def _wanted(self, block: bytes, start: int, end: int, name: str) -> Event | None:
+        """A line of a block (``block[start:end]``, its newline at ``end``) with a wanted verdict near its start: read
+        from the cache of runs without being stripped or copied twice when it can be, else like any other line."""
+        if block[start] == 0x7B and block[end - 1] == 0x7D:  # from { to }: nothing to strip
+            try:
+                event = self._cached_run(block[start:end].decode("utf-8"))
+            except UnicodeDecodeError:
+                event = _REPARSE
+            if event is not _REPARSE:
+                self.stats.parsed += 1
+                return event  # type: ignore[return-value]
+        return self._parse_line(block[start:end + 1], name)
 
     def _late_verdict(self, line: bytes) -> bool | None:
         """For a line without the verdict key near its start: False when it is surely a flow with another verdict,
@@ -522,50 +587,72 @@ class _Reader:
         (both endpoints with their labels, node, direction, event type, summary: most of the line) repeats from
         flow to flow, because the same pods talk over and over; the members before it (time, uuid, addresses,
         ports) change every time. So the run is cut out and parsed, and turned into its part of the record, only
-        the first time its text is seen; the rest of the line is parsed as usual, with a placeholder member where
-        the run was. This is used only when the run parses as whole members, holds what :meth:`_part` reads and
-        none of what the rest is read for, the placeholder comes back as a member of the flow object, and no key
-        is in both parts; anything else goes the long way, so the record is always the one a whole parse gives.
+        the first time its text is seen. What is around it is read one of two ways:
+
+        * when it has the shape Hubble writes (``_FLOW_HEAD`` before the run, ``_FLOW_TAIL`` after it), its few
+          values are taken from the regular expressions' groups: those match only JSON without escapes, so the
+          values are the ones a parser reads;
+        * otherwise it is parsed as usual, with a placeholder member where the run was.
+
+        The run is used only when it parses as whole members, holds what :meth:`_part` reads and none of what the
+        rest is read for (time, verdict, addresses, ports), and (second way) the placeholder comes back as a member
+        of the flow object and no key is in both parts; anything else goes the long way, so the record is always the
+        one a whole parse gives. (Members the record does not read, such as ``uuid``, may repeat: JSON keeps the
+        last, and neither is read.)
         """
-        if not text.startswith('{"flow":{'):
+        head = _FLOW_HEAD.match(text)
+        if head is None and not text.startswith('{"flow":{'):
             return _REPARSE
-        start = text.find(',"source":{')
+        start = head.end() - _SOURCE_MEMBER if head is not None else text.find(',"source":{') + 1
         end = text.rfind('},"')
-        if start < 0 or end <= start:
+        if start <= 0 or end <= start:
             return _REPARSE
-        run = text[start + 1:end]
-        cached = self._runs.get(run)
-        if cached is None:
-            cached = self._parse_run(run)
+        run_text = text[start:end]
+        cached = self._runs.get(run_text) or self._parse_run(run_text)
         if cached is _NO_RUN:
             return _REPARSE
-        keys, part = cached  # type: ignore[misc]
-        reduced = f"{text[:start]}{_HOLE}{text[end:]}"
+        keys, part, tail_start = cached  # type: ignore[misc]
+        record: FlowRecord | None
+        node: Any = _REPARSE  # the envelope's node name, once the tail is read
         try:
-            obj, stop = _SCAN_JSON(reduced, 0)
-        except (ValueError, StopIteration):
-            return _REPARSE
-        if stop != len(reduced) or obj.__class__ is not dict:
-            return _REPARSE
-        flow = obj.get("flow")
-        if flow.__class__ is not dict or flow.pop(_HOLE_KEY, None) != 0 or not flow.keys().isdisjoint(keys):
-            return _REPARSE
-        try:
-            record = self._convert(flow, obj, part)
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+            if head is not None:
+                when, verdict, source_ip, destination_ip, protocol, port = head.groups()
+                if tail_start is not None and text[end:] == f'{tail_start}{when}"}}':
+                    node = None  # the usual tail: the run's node, the flow's time
+                else:
+                    tail = _FLOW_TAIL.fullmatch(text, end)
+                    node = tail.group(1) if tail is not None else _REPARSE
+            if node is not _REPARSE:
+                record = self._record(part, verdict, when, (source_ip, destination_ip),
+                                      (protocol, int(port) if port is not None else None), node)
+            else:
+                reduced = f"{text[:start - 1]}{_HOLE}{text[end:]}"
+                obj, stop = _SCAN_JSON(reduced, 0)
+                if stop != len(reduced) or obj.__class__ is not dict:
+                    return _REPARSE
+                flow = obj.get("flow")
+                if flow.__class__ is not dict or flow.pop(_HOLE_KEY, None) != 0 or not flow.keys().isdisjoint(keys):
+                    return _REPARSE
+                record = self._convert(flow, obj, part)
+        except (ValueError, StopIteration, TypeError, AttributeError, KeyError, IndexError):
             return _REPARSE
         self.stats.flows += 1
         return self._count(record)
 
-    def _parse_run(self, run: str) -> tuple[frozenset[str], _Part] | object:
+    def _parse_run(self, run: str) -> tuple[frozenset[str], _Part, str | None] | object:
         """For a run of flow members (``"source":{...},...``), kept for the next line with the same text: the keys
-        the rest of the line must not have, and the run's :meth:`_part`; ``_NO_RUN`` when it cannot be used."""
-        cached: tuple[frozenset[str], _Part] | object = _NO_RUN
+        the rest of the line must not have, the run's :meth:`_part`, and the usual tail after it up to the time
+        (when its node name needs no escapes); ``_NO_RUN`` when it cannot be used."""
+        cached: tuple[frozenset[str], _Part, str | None] | object = _NO_RUN
         try:
             members, stop = _SCAN_JSON(f"{{{run}}}", 0)
             if stop == len(run) + 2 and members.__class__ is dict and _HEAD_KEYS.isdisjoint(members) \
                     and members.get("source").__class__ is dict and members.get("destination").__class__ is dict:
-                cached = (frozenset(members) | _PART_KEYS, self._part(members))
+                part = self._part(members)
+                node = part[7]
+                # the tail after a plain flow of this run, up to the time: compared whole, it needs no expression
+                tail_start = f'}},"node_name":"{node}","time":"' if node and not _UNPLAIN.search(node) else None
+                cached = (frozenset(members) | _PART_KEYS, part, tail_start)
         except (ValueError, StopIteration, TypeError, AttributeError, KeyError, IndexError):
             pass
         if len(self._runs) >= RUN_CACHE_SIZE:
@@ -656,14 +743,15 @@ class _Reader:
             stats.filtered += 1
             return None
         stats.matched += 1
-        key = time_key(record.time)
+        when = record.time
+        key = time_key(when)
         if key:  # ties between spellings of one instant go to the smaller string, whatever the order of the lines
-            if not self._first_key or (key, record.time) < (self._first_key, stats.first_flow_time or ""):
-                self._first_key = key
-                stats.first_flow_time = record.time
-            if (key, record.time) > (self._last_key, stats.last_flow_time or ""):
-                self._last_key = key
-                stats.last_flow_time = record.time
+            last = self._last_key
+            if key >= last and (key > last or when > (stats.last_flow_time or "")):
+                self._last_key, stats.last_flow_time = key, when
+            first = self._first_key
+            if not first or key < first or (key == first and when < (stats.first_flow_time or "")):
+                self._first_key, stats.first_flow_time = key, when
         return record
 
     def _convert(self, flow: dict[str, Any], envelope: dict[str, Any] | None,
@@ -676,26 +764,33 @@ class _Reader:
             verdict = VERDICTS[verdict] if isinstance(verdict, int) and 0 <= verdict < len(VERDICTS) else str(verdict)
         if self.verdicts is not None and verdict not in self.verdicts:
             return None
-        if part is None:
-            part = self._part(flow)
+        return self._record(part if part is not None else self._part(flow), verdict,
+                            get("time") or (envelope.get("time") if envelope else None) or "", get("IP") or _EMPTY,
+                            get("l4"), envelope.get("node_name") if envelope else None)
+
+    def _record(self, part: _Part, verdict: str, when: Any, ip: Any, l4: Any,
+                envelope_node: Any) -> FlowRecord | None:
+        """The FlowRecord of a flow's values, or None when a filter drops it. ``ip`` and ``l4``: the flow's objects,
+        or (source, destination) and (protocol, port) when already read."""
+        if self.verdicts is not None and verdict not in self.verdicts:
+            return None
         (event_type, source_base, destination_base, source_names, destination_names, direction, reply, node,
          drop_reason, policies, match) = part
         if self.event_types is not None and event_type not in self.event_types:
             return None
-        when = get("time") or (envelope.get("time") if envelope else None) or ""
         if when.__class__ is not str:
             raise TypeError("time is not a string")
         if self.windowed and not self._in_window(when):
             return None
-        ip = get("IP") or _EMPTY
-        source = _with_address(source_base, ip.get("source"), source_names)
-        destination = _with_address(destination_base, ip.get("destination"), destination_names)
+        source_ip, destination_ip = ip if ip.__class__ is tuple else (ip.get("source"), ip.get("destination"))
+        source = _with_address(source_base, source_ip, source_names)
+        destination = _with_address(destination_base, destination_ip, destination_names)
         if self.namespaces is not None and source.namespace not in self.namespaces \
                 and destination.namespace not in self.namespaces:
             return None
-        protocol, port = _layer4(get("l4"))
+        protocol, port = l4 if l4.__class__ is tuple else _layer4(l4)
         if not node:
-            node = (envelope.get("node_name") if envelope else None) or ""
+            node = envelope_node or ""
             if node.__class__ is not str:
                 node = str(node)
         return _new_tuple(FlowRecord, (
@@ -843,11 +938,11 @@ def _with_address(base: Peer, ip: Any, names: Any) -> Peer:
     if names:
         if not isinstance(names, list):
             raise TypeError("source_names/destination_names is not a list")
-        return _new_tuple(Peer, (*base[:7], str(ip) if ip is not None else None, tuple(names)))
+        return _new_tuple(Peer, base[:7] + (str(ip) if ip is not None else None, tuple(names)))
     if ip is None:
         return base
     # Peer(...) through tuple.__new__: the same object, without the Python-level __new__ of a NamedTuple
-    return _new_tuple(Peer, (*base[:7], ip if ip.__class__ is str else str(ip), ()))
+    return _new_tuple(Peer, base[:7] + (ip if ip.__class__ is str else str(ip), ()))
 
 
 def _layer4(l4: Any) -> tuple[str | None, int | None]:

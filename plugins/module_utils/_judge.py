@@ -720,16 +720,21 @@ class _Judge:
         if flow.denied_by:
             group.denied_by.update(flow.denied_by)
         # ties between spellings of one instant (.0Z and Z) go to the smaller string: the order of flows never shows
-        key = time_key(flow.time)
-        if key:
-            if not group.first_key or (key, flow.time) < (group.first_key, group.first_seen or ""):
-                group.first_key, group.first_seen = key, flow.time
-            if (key, flow.time) > (group.last_key, group.last_seen or ""):
-                group.last_key, group.last_seen = key, flow.time
-            if not self.first_key or (key, flow.time) < (self.first_key, judgement.first_seen or ""):
-                self.first_key, judgement.first_seen = key, flow.time
-            if (key, flow.time) > (self.last_key, judgement.last_seen or ""):
-                self.last_key, judgement.last_seen = key, flow.time
+        when = flow.time
+        key = time_key(when)
+        if key:  # (flows mostly come in time order: a later time is the common case, tested first)
+            last = group.last_key
+            if key >= last and (key > last or when > (group.last_seen or "")):
+                group.last_key, group.last_seen = key, when
+            first = group.first_key
+            if not first or key < first or (key == first and when < (group.first_seen or "")):
+                group.first_key, group.first_seen = key, when
+            last = self.last_key
+            if key >= last and (key > last or when > (judgement.last_seen or "")):
+                self.last_key, judgement.last_seen = key, when
+            first = self.first_key
+            if not first or key < first or (key == first and when < (judgement.first_seen or "")):
+                self.first_key, judgement.first_seen = key, when
 
     def _rename(self, peer: Peer) -> Peer:
         if self.workloads is None or not peer.pod:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -13,6 +14,7 @@ import pytest
 
 from simcluster.fixtures import shared_fixtures_dir
 
+from ansible_collections.netpol.cilium.plugins.module_utils import _flow_files as flow_files
 from ansible_collections.netpol.cilium.plugins.module_utils._flow_files import (
     MAX_SAMPLES_PER_FILE,
     FileStats,
@@ -458,6 +460,21 @@ def test_malformed_line_numbers_deep_in_a_block(tmp_path: Path) -> None:
                                         for _name, line, reason in stats.malformed_samples]
 
 
+def test_a_short_line_never_borrows_the_verdict_of_the_next(tmp_path: Path) -> None:
+    """Lines are skipped when a verdict key sits where the line before had it: that place must be in the line."""
+    other = real_lines("all-events.jsonl")[0]
+    envelope = json.loads(other)
+    assert envelope["flow"]["verdict"] != "AUDIT" and "uuid" in envelope["flow"]
+    no_uuid = json.dumps(dict(envelope, flow={k: v for k, v in envelope["flow"].items() if k != "uuid"}),
+                         separators=(",", ":"))
+    gap = other.index('"verdict":"') - no_uuid.index('"verdict":"')
+    short = '{"x":"' + "y" * (gap - 9) + '"}'  # with its newline, as long as the gap: the key lies just past it
+    assert len(short) + 1 == gap
+    _events, stats = read([write(tmp_path / "short.jsonl", [other] * 3 + [short, no_uuid, other])])
+    assert (stats.lines, stats.flows, stats.malformed) == (6, 5, 1)
+    assert stats.malformed_samples[0][1:] == (4, "unknown line shape (expected a flow, lost_events or node_status)")
+
+
 # -- the cache of repeated runs of members -----------------------------------------------------------------------------
 
 def compact(value: object) -> str:
@@ -483,6 +500,44 @@ def variants_of(line: str) -> list[str]:
         line.replace(',"source":{', ',"extra":{"source":{"a":1}},"source":{', 1),
         compact(dict(envelope, flow=flow, after={"a": 1})),  # an object after the flow
         line.replace('"IP":{"source":"', '"IP":{"source":"1', 1),  # another address, the same run
+        *head_variants(line),
+    ]
+
+
+def head_variants(line: str) -> list[str]:
+    """The same flow with heads and tails around the run that ``_FLOW_HEAD``/``_FLOW_TAIL`` read, or must leave to
+    the parser: every optional member left out or added, escapes, odd numbers, other protocols, other envelopes."""
+    envelope = json.loads(line)
+    flow = envelope["flow"]
+
+    def without(*keys: str, **extra: object) -> str:
+        return compact(dict(envelope, flow={k: v for k, v in flow.items() if k not in keys} | extra))
+
+    ip = flow["IP"]["source"]
+    return [
+        without("uuid"),
+        without("ethernet", "uuid"),
+        without("IP"),
+        without("l4"),
+        compact(dict(envelope, flow={"time": flow["time"], "uuid": flow["uuid"], "verdict": "AUDIT",
+                                     "drop_reason": 133, **{k: v for k, v in flow.items()
+                                                            if k not in ("time", "uuid", "verdict")}})),
+        line.replace('"ipVersion":"IPv4"', '"ipVersion":"IPv4","encrypted":true', 1),
+        line.replace(f'"source":"{ip}"', '"source":"' + ip[:-1] + '\\u00' + format(ord(ip[-1]), "x") + '"', 1),
+        line.replace('"l4":{"TCP":{"source_port":', '"l4":{"UDP":{"source_port":', 1),
+        line.replace('"source_port":', '"xsource_port":', 1),  # an unknown member in l4
+        line.replace('"flags":{"SYN":true}', '"flags":{}', 1),
+        line.replace('"flags":{"SYN":true}', '"flags":{"SYN":true,"ACK":true}', 1),
+        re.sub(r'"destination_port":\d+', '"destination_port":0', line, count=1),
+        re.sub(r'"destination_port":(\d+)', r'"destination_port":0\1', line, count=1),  # not JSON: malformed
+        without("l4", l4={"ICMPv4": {"type": 8}}),
+        line.replace(f'"time":"{flow["time"]}"', '"time":""', 1),  # the envelope's time stands in
+        line.replace('},"node_name":"', '},"node_labels":["a"],"node_name":"', 1),
+        compact({"flow": flow}),
+        compact({"flow": {k: v for k, v in flow.items() if k != "node_name"}, "node_name": "envelope-node"}),
+        compact({"flow": {k: v for k, v in flow.items() if k != "node_name"}, "node_name": "n\u00f6de \u2603"}),
+        line.replace('"Summary":', '"uuid":"late","drop_reason":1,"Summary":', 1),  # read by no one: may repeat
+        line.replace('"verdict":"AUDIT"', '"verdict":"AUDIT" ', 1),
     ]
 
 
@@ -493,14 +548,39 @@ def test_cached_runs_read_exactly_as_a_whole_parse(tmp_path: Path) -> None:
     events, stats = read([path])
     everything, whole = read([path], verdicts=None, event_types=None)  # every line parsed whole, no cache
     assert events == [event for event in everything if event.verdict == "AUDIT" and event.event_type == 5]
-    assert len(events) == len(lines) - 2 * len(audit)
-    assert stats.malformed == whole.malformed == 2 * len(audit)
+    assert len(events) == len(lines) - 4 * len(audit)
+    assert stats.malformed == whole.malformed == 4 * len(audit)
     assert stats.malformed_samples == whole.malformed_samples
     assert "invalid JSON (Expecting property name" in stats.malformed_samples[0][2]
     first = events[:8]
     assert [event.direction for event in first[2:4]] == ["INGRESS", "EGRESS"]
     assert first[1].node == "prod-a/real-1" and (first[4].protocol, first[4].port) == ("UDP", 53)
     assert first[7].source.ip == "1" + first[0].source.ip and first[7].source[:7] == first[0].source[:7]
+
+
+def test_lines_as_hubble_writes_them_need_the_json_parser_once_per_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line with the head and tail Hubble writes, whose run was seen before, is read from the regular expressions
+    and the cache alone; any other line still gets the parser."""
+    calls: list[str] = []
+    scanner = flow_files._SCAN_JSON
+
+    def counting(text: str, at: int) -> tuple[object, int]:
+        calls.append(text)
+        return scanner(text, at)
+
+    monkeypatch.setattr(f"{MODULE}._SCAN_JSON", counting)
+    audit = real_lines("audit-ingress.jsonl")
+    runs = {line[line.index('"source":{'):line.rindex('},"')] for line in audit}
+    events, stats = read([write(tmp_path / "plain.jsonl", audit * 50)])
+    assert len(events) == stats.parsed == 200
+    assert sorted(calls) == sorted(f"{{{run}}}" for run in runs)  # each run once, nothing else
+    calls.clear()
+    icmp = [re.sub(r'"l4":\{"TCP":\{[^{}]*\{[^{}]*\}\}\}', '"l4":{"ICMPv4":{"type":8}}', line) for line in audit]
+    assert all('"l4":{"ICMPv4":{"type":8}},"source":{' in line for line in icmp)
+    events, stats = read([write(tmp_path / "icmp.jsonl", icmp * 5)])
+    assert len(events) == 20 and len(calls) == len(runs) + 20  # the runs, then each head and tail by the parser
+    assert {(event.protocol, event.port) for event in events} == {("ICMPv4", 8)}
 
 
 # -- damaged gzip, empty files (the file rows of the fault matrix, issue #7) -------------------------------------------
