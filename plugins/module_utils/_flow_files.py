@@ -13,17 +13,16 @@ Line shapes read (one JSON object per line, protojson with proto field names):
 
 Speed: exporter files hold every verdict, and usually only a few percent of their lines are audited flows. Files
 (plain or gzip) are read in binary blocks of a few MiB; a line cut by the end of a block is carried over to the next,
-so memory does not grow with the file. In a block, each line costs two C-level calls: the search for its newline, and
-a look at the place where the line before had its verdict key: ``"verdict":"...`` with one of the verdicts not
-wanted there, inside the line, and the line is counted and skipped without being cut out of the block or parsed.
+so memory does not grow with the file. A block is cut into lines in C (``io.BytesIO`` over the block's memory), and
+each line costs one more C-level call: a look at the place where the line before had its verdict key. With
+``"verdict":"...`` and one of the verdicts not wanted there, the line is counted and skipped without being parsed.
 Otherwise the verdict key is searched for; a line whose first one (near the start of the line) names none of the
 wanted verdicts is skipped too. Only the lines that can match, and lines that do not look like an ordinary flow (lost
-events, node status, odd formatting), are parsed. Line numbers are counted only when the sample of a malformed line
-needs one. In a parsed flow line, the long run of members from ``"source"`` to the end of the flow (endpoints,
-labels, node, direction) repeats from flow to flow and is parsed once per distinct text; when the rest of the line
-has the shape Hubble writes, its few values (time, verdict, addresses, protocol, port, node) are read by regular
-expressions that match only JSON without escapes, and the JSON parser is not called at all (see
-``_Reader._cached_run``). The record is always the one a whole parse gives.
+events, node status, odd formatting), are parsed. In a parsed flow line, the long run of members from ``"source"``
+to the end of the flow (endpoints, labels, node, direction) repeats from flow to flow and is parsed once per distinct
+text; when the rest of the line has the shape Hubble writes, its few values (time, verdict, addresses, protocol,
+port, node) are read by regular expressions that match only JSON without escapes, and the JSON parser is not called
+at all (see ``_Reader._cached_run``). The record is always the one a whole parse gives.
 
 Malformed lines: a parsed line that is not valid JSON or has the wrong shape is skipped and counted, with the first
 few line numbers of each file. A line skipped unparsed is only known to hold a verdict key near its start: its JSON
@@ -42,6 +41,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from io import BytesIO
 from typing import Any, BinaryIO
 
 from ._flows import (
@@ -304,10 +304,7 @@ class _Reader:
         self._runs: dict[str, tuple[frozenset[str], _Part, str | None] | object] = {}
         self._file_samples = 0
         self._line_count = 0
-        # where the line being looked at is, for _line_no: its number when known, else its block and offset
-        self._at: int | None = None
-        self._block = b""
-        self._block_start = self._block_lines = self._line_start = 0
+        self._at = 0  # the number of the line being looked at
         self._skipped = 0
         self._first_key = time_key(stats.first_flow_time)
         self._last_key = time_key(stats.last_flow_time)
@@ -361,9 +358,9 @@ class _Reader:
         """Every event kept; counts everything in ``self.stats``. The hot loop.
 
         The file is read in large blocks. A line cut by the end of a block is carried over to the next block and
-        looked at on its own; the whole lines of a block are walked with two C-level calls each (the search for the
-        newline, then a look for a skipped verdict where the line before had its verdict key; when that look fails,
-        a search for the verdict key), and only the lines that need more are cut out of the block.
+        looked at on its own; the whole lines of a block come from a BytesIO over it (cut at their newlines in C),
+        and each is looked at once where the line before had its verdict key (a skipped verdict there: done) before
+        anything else is done with it.
         """
         stats = self.stats
         limit = MAX_LINE_BYTES  # read at call time (tests lower it)
@@ -375,7 +372,6 @@ class _Reader:
         # the line before had its verdict key is skipped at once (the commonest first: they are tried in turn)
         skips = tuple(_VERDICT_KEY + verdict.encode() + b'"' for verdict in _VERDICTS_BY_FREQUENCY
                       if self.verdicts is not None and verdict not in self.verdicts)
-        late = VERDICT_WINDOW - len(_VERDICT_KEY)  # where a key still fits in the window of _one_line
         at = 0  # where the verdict key was in the last line that had it near its start
         verdict_key = _VERDICT_KEY
         newline = b"\n"
@@ -419,49 +415,50 @@ class _Reader:
                     carry = block[start:]
                     continue
                 carry = block[end:]
-                # the whole lines in block[start:end]
-                self._block, self._block_start, self._block_lines = block, start, lines
-                find = block.find
-                i = start
+                # the whole lines from start to end, then the one cut by the end of the block (when it does not end
+                # with a newline: it is carried over, and not counted here); BytesIO shares the block's memory and
+                # cuts it into lines in C
+                stream = BytesIO(block)
+                stream.seek(start)
                 in_block = looked = 0
                 if prefixes is None:
-                    while i < end:
-                        j = find(newline, i) + 1
+                    for line in stream:
                         in_block += 1
                         looked += 1
-                        self._at = None
-                        self._line_start = i
-                        event = self._one_line(block[i:j], name)
+                        if line[-1] != 10:  # the cut line
+                            in_block -= 1
+                            looked -= 1
+                            break
+                        self._at = lines + in_block
+                        event = self._one_line(line, name)
                         if event is not None:
                             yield event
-                        i = j
                 else:
-                    starts = block.startswith
-                    while i < end:
-                        j = find(newline, i) + 1
+                    for line in stream:
                         in_block += 1
-                        # (no skipped verdict holds a newline, so the look never reaches into the next line)
-                        if not starts(skips, i + at, j):
-                            looked += 1
-                            pos = find(verdict_key, i, j) - i
-                            near = 0 <= pos <= late
-                            if near:
+                        if not line.startswith(skips, at):
+                            if line[-1] != 10:  # the cut line
+                                in_block -= 1
+                                break
+                            pos = line.find(verdict_key, 0, VERDICT_WINDOW)
+                            if pos >= 0:
                                 at = pos
-                            if near and block[i + pos + 11] not in first_bytes:
-                                skipped_flows += 1  # another verdict, its key at a new place (or not a known one)
+                                if line[pos + 11] not in first_bytes:
+                                    continue  # another verdict, its key at a new place (or not a known one)
+                            looked += 1
+                            self._at = lines + in_block
+                            if pos >= 0 and line.startswith(prefixes, pos + 11):
+                                event = self._wanted(line, name)
                             else:
-                                self._at = None
-                                self._line_start = i
-                                if near and starts(prefixes, i + pos + 11):
-                                    event = self._wanted(block, i, j - 1, name)
-                                else:
-                                    event = self._one_line(block[i:j], name)
-                                    skipped_flows += self._skipped
-                                if event is not None:
-                                    yield event
-                        i = j
+                                event = self._one_line(line, name)
+                                skipped_flows += self._skipped
+                            if event is not None:
+                                yield event
+                    else:
+                        if carry:  # the cut line was taken for a skipped flow: it is carried over instead
+                            in_block -= 1
                 lines += in_block
-                skipped_flows += in_block - looked  # ordinary flows with another verdict
+                skipped_flows += in_block - looked  # the lines not looked at further: flows with another verdict
                 in_block = looked = 0
                 self._line_count = lines
             if dropping:
@@ -480,15 +477,8 @@ class _Reader:
             lines += in_block
             skipped_flows += in_block - looked
             self._line_count = lines
-            self._block = b""
             stats.lines += lines
             stats.flows += skipped_flows
-
-    def _line_no(self) -> int:
-        """The number of the line being looked at (counted only when needed: for the samples of malformed lines)."""
-        if self._at is None:
-            self._at = self._block_lines + self._block.count(b"\n", self._block_start, self._line_start) + 1
-        return self._at
 
     def _one_line(self, line: bytes, name: str) -> Event | None:
         """One line looked at alone (the prefilter of a line that needs more than the fast path, then its parse).
@@ -508,18 +498,18 @@ class _Reader:
                 return None
         return self._parse_line(line, name)
 
-    def _wanted(self, block: bytes, start: int, end: int, name: str) -> Event | None:
-        """A line of a block (``block[start:end]``, its newline at ``end``) with a wanted verdict near its start: read
-        from the cache of runs without being stripped or copied twice when it can be, else like any other line."""
-        if block[start] == 0x7B and block[end - 1] == 0x7D:  # from { to }: nothing to strip
+    def _wanted(self, line: bytes, name: str) -> Event | None:
+        """A whole line (with its newline) with a wanted verdict near its start: read from the cache of runs without
+        being stripped when it can be, else like any other line."""
+        if line[0] == 0x7B and line[-2] == 0x7D:  # from { to }: nothing to strip
             try:
-                event = self._cached_run(block[start:end].decode("utf-8"))
+                event = self._cached_run(line[:-1].decode("utf-8"))
             except UnicodeDecodeError:
                 event = _REPARSE
             if event is not _REPARSE:
                 self.stats.parsed += 1
                 return event  # type: ignore[return-value]
-        return self._parse_line(block[start:end + 1], name)
+        return self._parse_line(line, name)
 
     def _late_verdict(self, line: bytes) -> bool | None:
         """For a line without the verdict key near its start: False when it is surely a flow with another verdict,
@@ -549,7 +539,7 @@ class _Reader:
         self.stats.malformed += 1
         if self._file_samples < MAX_SAMPLES_PER_FILE:
             self._file_samples += 1
-            self.stats.malformed_samples.append((name, self._line_no() if line_no is None else line_no, reason))
+            self.stats.malformed_samples.append((name, self._at if line_no is None else line_no, reason))
 
     def _parse_line(self, line: bytes, name: str) -> Event | None:
         stats = self.stats
