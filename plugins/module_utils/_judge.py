@@ -664,8 +664,6 @@ class _Judge:
         self.groups: dict[tuple[Any, ...], Group] = {}
         self.memo: dict[tuple[Any, ...], Group | None] = {}
         self.renamed: dict[Peer, Peer] = {}
-        self.first_key = ""
-        self.last_key = ""
         # a pod's address changes nothing (display, rules) unless a rule matches on cidr
         self.ip_matters = any(peer is not None and peer.cidr is not None
                               for rule in self.rules for peer in (rule.source, rule.destination))
@@ -729,12 +727,6 @@ class _Judge:
             first = group.first_key
             if not first or key < first or (key == first and when < (group.first_seen or "")):
                 group.first_key, group.first_seen = key, when
-            last = self.last_key
-            if key >= last and (key > last or when > (judgement.last_seen or "")):
-                self.last_key, judgement.last_seen = key, when
-            first = self.first_key
-            if not first or key < first or (key == first and when < (judgement.first_seen or "")):
-                self.first_key, judgement.first_seen = key, when
 
     def _rename(self, peer: Peer) -> Peer:
         if self.workloads is None or not peer.pod:
@@ -776,6 +768,12 @@ class _Judge:
     def result(self) -> Judgement:
         judgement = self.judgement
         judgement.groups = sorted(self.groups.values(), key=Group.sort_key)
+        # the window's first and last audited flow: the earliest first and latest last of the groups (each already
+        # the least and greatest of its flows, ties going to the smaller spelling), not followed flow by flow
+        timed = [group for group in judgement.groups if group.first_key]
+        if timed:
+            judgement.first_seen = min(timed, key=lambda group: (group.first_key, group.first_seen or "")).first_seen
+            judgement.last_seen = max(timed, key=lambda group: (group.last_key, group.last_seen or "")).last_seen
         return judgement
 
 
