@@ -14,8 +14,9 @@ Line shapes read (one JSON object per line, protojson with proto field names):
 Speed: exporter files hold every verdict, and usually only a few percent of their lines are audited flows. Files
 (plain or gzip) are read in binary blocks of a few MiB; a line cut by the end of a block is carried over to the next,
 so memory does not grow with the file. A block is cut into lines in C (``io.BytesIO`` over the block's memory), and
-each line costs one more C-level call: a look at the place where the line before had its verdict key. With
-``"verdict":"...`` and one of the verdicts not wanted there, the line is counted and skipped without being parsed.
+each line costs one more C-level call: a look at the place where recent lines had their verdict key (or, when that
+fails, at the place before it: Hubble drops the trailing zeros of a time, so the key moves by a byte now and then).
+With ``"verdict":"...`` and one of the verdicts not wanted there, the line is counted and skipped without being parsed.
 Otherwise the verdict key is searched for; a line whose first one (near the start of the line) names none of the
 wanted verdicts is skipped too. Only the lines that can match, and lines that do not look like an ordinary flow (lost
 events, node status, odd formatting), are parsed. In a parsed flow line, the long run of members from ``"source"``
@@ -359,7 +360,7 @@ class _Reader:
 
         The file is read in large blocks. A line cut by the end of a block is carried over to the next block and
         looked at on its own; the whole lines of a block come from a BytesIO over it (cut at their newlines in C),
-        and each is looked at once where the line before had its verdict key (a skipped verdict there: done) before
+        and each is looked at where recent lines had their verdict key (a skipped verdict there: done) before
         anything else is done with it.
         """
         stats = self.stats
@@ -372,7 +373,9 @@ class _Reader:
         # the line before had its verdict key is skipped at once (the commonest first: they are tried in turn)
         skips = tuple(_VERDICT_KEY + verdict.encode() + b'"' for verdict in _VERDICTS_BY_FREQUENCY
                       if self.verdicts is not None and verdict not in self.verdicts)
-        at = 0  # where the verdict key was in the last line that had it near its start
+        # where the verdict key was in the last line that had it near its start, and the place before that: Hubble
+        # drops the trailing zeros of a time's nanoseconds, so the key moves by a byte or two on about a line in ten
+        at = other = 0
         verdict_key = _VERDICT_KEY
         newline = b"\n"
         lines = 0  # whole lines done (the number of the last one)
@@ -437,12 +440,16 @@ class _Reader:
                     for line in stream:
                         in_block += 1
                         if not line.startswith(skips, at):
+                            if line.startswith(skips, other):  # the other place: swapped, the next line likely
+                                at, other = other, at          # has its key at the first one again
+                                continue
                             if line[-1] != 10:  # the cut line
                                 in_block -= 1
                                 break
                             pos = line.find(verdict_key, 0, VERDICT_WINDOW)
                             if pos >= 0:
-                                at = pos
+                                if pos != at:
+                                    at, other = pos, at
                                 if line[pos + 11] not in first_bytes:
                                     continue  # another verdict, its key at a new place (or not a known one)
                             looked += 1

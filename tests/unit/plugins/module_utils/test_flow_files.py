@@ -475,6 +475,26 @@ def test_a_short_line_never_borrows_the_verdict_of_the_next(tmp_path: Path) -> N
     assert stats.malformed_samples[0][1:] == (4, "unknown line shape (expected a flow, lost_events or node_status)")
 
 
+def test_times_without_trailing_zeros_move_the_verdict_key_and_change_nothing(tmp_path: Path) -> None:
+    """Hubble drops the trailing zeros of a time's nanoseconds, so the verdict key moves by a byte or two from line
+    to line: every line is still read as a whole parse reads it."""
+    lines = []
+    for number, line in enumerate(real_lines("all-events.jsonl") * 3 + real_lines("audit-ingress.jsonl") * 3):
+        envelope = json.loads(line)
+        fraction = ("123456789"[:9 - number % 4] + "0" * (number % 4)).rstrip("0")  # 9, 8, 7 or 6 digits
+        envelope["flow"]["time"] = envelope["time"] = f"2026-11-27T01:52:{number % 60:02d}.{fraction}Z"
+        lines.append(json.dumps(envelope, separators=(",", ":")))
+    lines = [line for pair in zip(lines, reversed(lines), strict=True) for line in pair]  # audited among others
+    assert len({line.index('"verdict":"') for line in lines}) >= 4
+    path = write(tmp_path / "trimmed.jsonl", lines)
+    events, stats = read([path])
+    everything, whole = read([path], verdicts=None, event_types=None)
+    assert events == [event for event in everything if event.verdict == "AUDIT" and event.event_type == 5]
+    assert len(events) >= 2 * 3 * len(real_lines("audit-ingress.jsonl"))  # (all-events.jsonl has audited flows too)
+    assert (stats.lines, stats.flows, stats.malformed) == (whole.lines, whole.flows, 0)
+    assert stats.parsed == len(events)  # the other verdicts were skipped unparsed, wherever their key was
+
+
 # -- the cache of repeated runs of members -----------------------------------------------------------------------------
 
 def compact(value: object) -> str:
