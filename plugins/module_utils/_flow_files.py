@@ -72,8 +72,8 @@ RUN_CACHE_SIZE = 4096
 _SCAN_JSON = json.scanner.make_scanner(json.JSONDecoder())
 _VERDICT_KEY = b'"verdict":"'
 # The verdicts, the commonest in Hubble's output first.
-_VERDICTS_BY_FREQUENCY = ("FORWARDED", "DROPPED", "TRACED") + tuple(
-    verdict for verdict in VERDICTS if verdict not in ("FORWARDED", "DROPPED", "TRACED"))
+_COMMON_VERDICTS = ("FORWARDED", "DROPPED", "TRACED")
+_VERDICTS_BY_FREQUENCY = _COMMON_VERDICTS + tuple(verdict for verdict in VERDICTS if verdict not in _COMMON_VERDICTS)
 _GZIP_MAGIC = b"\x1f\x8b"
 _EMPTY: dict[str, Any] = {}
 # The member put where a cached run of members was cut out of a line: a key no Hubble flow has.
@@ -426,12 +426,10 @@ class _Reader:
                 in_block = looked = 0
                 if prefixes is None:
                     for line in stream:
+                        if line[-1] != 10:  # the cut line
+                            break
                         in_block += 1
                         looked += 1
-                        if line[-1] != 10:  # the cut line
-                            in_block -= 1
-                            looked -= 1
-                            break
                         self._at = lines + in_block
                         event = self._one_line(line, name)
                         if event is not None:
@@ -455,7 +453,7 @@ class _Reader:
                             looked += 1
                             self._at = lines + in_block
                             if pos >= 0 and line.startswith(prefixes, pos + 11):
-                                event = self._wanted(line, name)
+                                event = self._parse_line(line, name)
                             else:
                                 event = self._one_line(line, name)
                                 skipped_flows += self._skipped
@@ -503,19 +501,6 @@ class _Reader:
                 if self._skippable(line, name):
                     self._skipped = 1
                 return None
-        return self._parse_line(line, name)
-
-    def _wanted(self, line: bytes, name: str) -> Event | None:
-        """A whole line (with its newline) with a wanted verdict near its start: read from the cache of runs without
-        being stripped when it can be, else like any other line."""
-        if line[0] == 0x7B and line[-2] == 0x7D:  # from { to }: nothing to strip
-            try:
-                event = self._cached_run(line[:-1].decode("utf-8"))
-            except UnicodeDecodeError:
-                event = _REPARSE
-            if event is not _REPARSE:
-                self.stats.parsed += 1
-                return event  # type: ignore[return-value]
         return self._parse_line(line, name)
 
     def _late_verdict(self, line: bytes) -> bool | None:
