@@ -668,12 +668,6 @@ class _Judge:
         self.ip_matters = any(peer is not None and peer.cidr is not None
                               for rule in self.rules for peer in (rule.source, rule.destination))
 
-    def _peer_key(self, peer: Peer) -> Any:
-        """What of a peer can change its group or its rule: all of it but a pod's address (unless a rule has cidr)."""
-        if self.ip_matters or not peer.namespace or not (peer.workload or peer.pod):
-            return peer
-        return peer[:7], peer.fqdns  # namespace .. entity, then the names; the address (index 7) is left out
-
     def add(self, event: Any) -> None:
         judgement = self.judgement
         if isinstance(event, FlowRecord):
@@ -698,8 +692,17 @@ class _Judge:
     def _finding(self, flow: FlowRecord) -> None:
         judgement = self.judgement
         judgement.audited += 1
-        memo_key = (flow.direction, self._peer_key(flow.source), self._peer_key(flow.destination), flow.protocol,
-                    flow.port)
+        # called for every audited flow: the record's fields are taken in one unpacking, not one by one
+        (when, node, _verdict, _event_type, direction, _reply, source, destination, protocol, port, _drop_reason,
+         denied_by, _match_type) = flow
+        # what of a peer can change its group or its rule: all of it but a pod's address (index 7), unless a rule
+        # has a cidr
+        if self.ip_matters:
+            memo_key = (direction, source, destination, protocol, port)
+        else:
+            memo_key = (direction, (source[:7], source[8]) if source[0] and (source[2] or source[1]) else source,
+                        (destination[:7], destination[8]) if destination[0] and (destination[2] or destination[1])
+                        else destination, protocol, port)
         group = self.memo.get(memo_key)
         if group is None:
             if memo_key in self.memo:  # a flow of a group that did not fit
@@ -713,12 +716,11 @@ class _Judge:
                 judgement.overflow_flows += 1
                 return
         group.count += 1
-        if flow.node:
-            group.nodes.add(flow.node)
-        if flow.denied_by:
-            group.denied_by.update(flow.denied_by)
+        if node:
+            group.nodes.add(node)
+        if denied_by:
+            group.denied_by.update(denied_by)
         # ties between spellings of one instant (.0Z and Z) go to the smaller string: the order of flows never shows
-        when = flow.time
         key = time_key(when)
         if key:  # (flows mostly come in time order: a later time is the common case, tested first)
             last = group.last_key

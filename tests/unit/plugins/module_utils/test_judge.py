@@ -326,6 +326,21 @@ def test_world_peers_group_by_name_and_address() -> None:
         "EGRESS shop/frontend -> world:api.stripe.com 443/TCP x2 (nodes: prod-a/worker-1)"]
 
 
+def test_a_pods_address_is_left_out_of_its_group_but_not_its_names() -> None:
+    """Flows of one pod pair share a group whatever the pods' addresses; the DNS names Hubble gave a pod (a
+    headless service) are still sampled from every flow; a peer with a namespace but no pod or workload is named by
+    its address, so each address is a group of its own."""
+    named = DB._replace(fqdns=("db-0.db.shop.svc.cluster.local",))
+    events = [flow(FRONTEND, DB), flow(FRONTEND._replace(ip="10.0.1.6"), DB._replace(ip="10.0.1.10")),
+              flow(FRONTEND, named)]
+    [group] = judge_flows(events, []).groups
+    assert group.count == 3 and group.destination_names == ["db-0.db.shop.svc.cluster.local"]
+    bare = Peer(namespace="shop", identity=70001, ip="10.0.7.1")
+    events = [flow(bare, DB), flow(bare._replace(ip="10.0.7.2"), DB), flow(bare, DB)]
+    assert [(group.source, group.count) for group in judge_flows(events, []).groups] == [
+        ("10.0.7.1", 2), ("10.0.7.2", 1)]
+
+
 def test_dual_stack_world_peers_are_named_by_address() -> None:
     events = [flow(FRONTEND, WORLD6, 443, direction="EGRESS"), flow(FRONTEND, WORLD6._replace(ip="2001:db8::8"), 443,
                                                                     direction="EGRESS")]
