@@ -16,14 +16,16 @@ Speed: exporter files hold every verdict, and usually only a few percent of thei
 so memory does not grow with the file. A block is cut into lines in C (``io.BytesIO`` over the block's memory), and
 each line costs one more C-level call: a look at the place where recent lines had their verdict key (or, when that
 fails, at the place before it: Hubble drops the trailing zeros of a time, so the key moves by a byte now and then).
-With ``"verdict":"...`` and one of the verdicts not wanted there, the line is counted and skipped without being parsed.
+With ``"verdict":"...`` and one of the verdicts not wanted there, the line is counted and skipped without being parsed;
+with a wanted verdict there, it is read at once (the one further look a file of audited flows alone costs per line).
 Otherwise the verdict key is searched for; a line whose first one (near the start of the line) names none of the
 wanted verdicts is skipped too. Only the lines that can match, and lines that do not look like an ordinary flow (lost
 events, node status, odd formatting), are parsed. In a parsed flow line, the long run of members from ``"source"``
 to the end of the flow (endpoints, labels, node, direction) repeats from flow to flow and is parsed once per distinct
-text; when the rest of the line has the shape Hubble writes, its few values (time, verdict, addresses, protocol,
-port, node) are read by regular expressions that match only JSON without escapes, and the JSON parser is not called
-at all (see ``_Reader._cached_run``). The record is always the one a whole parse gives.
+text, which also gives the parts of the record that come from it; when the rest of the line has the shape Hubble
+writes, its few values (time, verdict, addresses, protocol, port, node) are read by regular expressions that match
+only JSON without escapes, and the JSON parser is not called at all (see ``_Reader._cached_run``). The record is
+always the one a whole parse gives.
 
 Malformed lines: a parsed line that is not valid JSON or has the wrong shape is skipped and counted, with the first
 few line numbers of each file. A line skipped unparsed is only known to hold a verdict key near its start: its JSON
@@ -90,19 +92,21 @@ _HEAD_KEYS = frozenset(("verdict", "time", "IP", "l4"))
 # drop reason, ethernet, IP and TCP/UDP/SCTP ports, up to the source endpoint. A strict subset of JSON: strings
 # without escapes or control characters, numbers without signs, fractions or leading zeros, no spaces; so what it
 # captures is exactly what a JSON parser reads. Groups: time, verdict, source IP, destination IP, protocol, port.
+# An optional member is spelled (?:member|), not (?:member)?: the same match, and re runs an alternation faster than
+# a repeated group.
 _JSON_TEXT = r'"([^"\\\x00-\x1f]*)"'
 _JSON_UINT = r"(?:0|[1-9][0-9]*)"
 _FLOW_HEAD = re.compile(
     r'\{"flow":\{"time":"([^"\\\x00-\x1f]+)"'
-    r'(?:,"uuid":"[0-9A-Za-z-]*")?'
+    r'(?:,"uuid":"[0-9A-Za-z-]*"|)'
     r',"verdict":"([A-Z_]+)"'
-    r'(?:,"drop_reason":' + _JSON_UINT + r")?"
-    r'(?:,"ethernet":\{"source":"[0-9A-Fa-f:]*","destination":"[0-9A-Fa-f:]*"\})?'
+    r'(?:,"drop_reason":' + _JSON_UINT + r"|)"
+    r'(?:,"ethernet":\{"source":"[0-9A-Fa-f:]*","destination":"[0-9A-Fa-f:]*"\}|)'
     r'(?:,"IP":\{"source":' + _JSON_TEXT + r',"destination":' + _JSON_TEXT
-    + r',"ipVersion":"IPv[46]"(?:,"encrypted":true)?\})?'
-    r'(?:,"l4":\{"(TCP|UDP|SCTP)":\{(?:"source_port":' + _JSON_UINT + r",)?"
+    + r',"ipVersion":"IPv[46]"(?:,"encrypted":true|)\}|)'
+    r'(?:,"l4":\{"(TCP|UDP|SCTP)":\{(?:"source_port":' + _JSON_UINT + r",|)"
     r'"destination_port":(' + _JSON_UINT + r")"
-    r'(?:,"flags":\{(?:"[A-Z]+":true(?:,"[A-Z]+":true)*)?\})?\}\})?'
+    r'(?:,"flags":\{(?:"[A-Z]+":true(?:,"[A-Z]+":true)*|)\}|)\}\}|)'
     r',"source":\{'
 )
 _SOURCE_MEMBER = len('"source":{')
@@ -113,6 +117,10 @@ _FLOW_TAIL = re.compile(r'\}(?:,"node_name":' + _JSON_TEXT + r')?(?:,"time":"[^"
 # event type, source and destination peers (without address and names), their names, direction, reply, node,
 # drop reason, denying policies, policy match type
 _Part = tuple[int, Peer, Peer, Any, Any, str, "bool | None", str, "str | None", tuple[str, ...], int]
+# node, event type, direction, reply, source and destination peers' first seven fields with their names, drop reason,
+# denying policies, policy match type: what the record of a plain line takes from its run (see Reader._parse_run)
+_Plain = tuple[str, int, str, "bool | None", tuple[Any, ...], tuple[str, ...], tuple[Any, ...], tuple[str, ...],
+               "str | None", tuple[str, ...], int]
 _new_tuple = tuple.__new__
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -302,7 +310,7 @@ class _Reader:
         self.namespaces = frozenset(namespaces) if namespaces else None
         self.windowed = since is not None or until is not None
         self._peers: dict[tuple[Any, ...], Peer] = {}
-        self._runs: dict[str, tuple[frozenset[str], _Part, str | None] | object] = {}
+        self._runs: dict[str, tuple[frozenset[str], _Part, str | None, _Plain | None] | object] = {}
         self._file_samples = 0
         self._line_count = 0
         self._at = 0  # the number of the line being looked at
@@ -360,8 +368,8 @@ class _Reader:
 
         The file is read in large blocks. A line cut by the end of a block is carried over to the next block and
         looked at on its own; the whole lines of a block come from a BytesIO over it (cut at their newlines in C),
-        and each is looked at where recent lines had their verdict key (a skipped verdict there: done) before
-        anything else is done with it.
+        and each is looked at where recent lines had their verdict key (a skipped verdict there: done; a wanted one:
+        read) before anything else is done with it.
         """
         stats = self.stats
         limit = MAX_LINE_BYTES  # read at call time (tests lower it)
@@ -377,6 +385,7 @@ class _Reader:
         # drops the trailing zeros of a time's nanoseconds, so the key moves by a byte or two on about a line in ten
         at = other = 0
         verdict_key = _VERDICT_KEY
+        wanted = tuple(verdict_key + prefix for prefix in prefixes) if prefixes is not None else ()
         newline = b"\n"
         lines = 0  # whole lines done (the number of the last one)
         in_block = 0  # lines done in the current block
@@ -438,6 +447,13 @@ class _Reader:
                     for line in stream:
                         in_block += 1
                         if not line.startswith(skips, at):
+                            if line.startswith(wanted, at) and line[-1] == 10:  # a wanted verdict, key in place
+                                looked += 1
+                                self._at = lines + in_block
+                                event = self._parse_line(line, name)
+                                if event is not None:
+                                    yield event
+                                continue
                             if line.startswith(skips, other):  # the other place: swapped, the next line likely
                                 at, other = other, at          # has its key at the first one again
                                 continue
@@ -593,18 +609,33 @@ class _Reader:
         cached = self._runs.get(run_text) or self._parse_run(run_text)
         if cached is _NO_RUN:
             return _REPARSE
-        keys, part, tail_start = cached  # type: ignore[misc]
+        keys, part, tail_start, plain = cached  # type: ignore[misc]
         record: FlowRecord | None
         node: Any = _REPARSE  # the envelope's node name, once the tail is read
+        usual = False  # the usual tail: the run's node, the flow's time
         try:
             if head is not None:
                 when, verdict, source_ip, destination_ip, protocol, port = head.groups()
                 if tail_start is not None and text[end:] == f'{tail_start}{when}"}}':
-                    node = None  # the usual tail: the run's node, the flow's time
+                    usual = True
                 else:
                     tail = _FLOW_TAIL.fullmatch(text, end)
                     node = tail.group(1) if tail is not None else _REPARSE
-            if node is not _REPARSE:
+            if usual:
+                # the commonest line of all: its record is made from the run's ready parts, as _record would make it
+                # (the same filters, the same values)
+                if plain is None or verdict not in self.verdicts or (self.windowed and not self._in_window(when)):
+                    record = None
+                else:
+                    (node, event_type, direction, reply, source_base, source_names, destination_base,
+                     destination_names, drop_reason, policies, match) = plain
+                    record = _new_tuple(FlowRecord, (
+                        when, node, verdict, event_type, direction, reply,
+                        _new_tuple(Peer, source_base + (source_ip, source_names)),
+                        _new_tuple(Peer, destination_base + (destination_ip, destination_names)),
+                        protocol, int(port) if port is not None else None, drop_reason, policies, match,
+                    ))
+            elif node is not _REPARSE:
                 record = self._record(part, verdict, when, (source_ip, destination_ip),
                                       (protocol, int(port) if port is not None else None), node)
             else:
@@ -621,20 +652,33 @@ class _Reader:
         self.stats.flows += 1
         return self._count(record)
 
-    def _parse_run(self, run: str) -> tuple[frozenset[str], _Part, str | None] | object:
+    def _parse_run(self, run: str) -> tuple[frozenset[str], _Part, str | None, _Plain | None] | object:
         """For a run of flow members (``"source":{...},...``), kept for the next line with the same text: the keys
-        the rest of the line must not have, the run's :meth:`_part`, and the usual tail after it up to the time
-        (when its node name needs no escapes); ``_NO_RUN`` when it cannot be used."""
-        cached: tuple[frozenset[str], _Part, str | None] | object = _NO_RUN
+        the rest of the line must not have, the run's :meth:`_part`, the usual tail after it up to the time (when
+        its node name needs no escapes), and what the record of a line with that tail takes from the run (None when
+        the run's event type or namespaces are filtered out); ``_NO_RUN`` when it cannot be used."""
+        cached: tuple[frozenset[str], _Part, str | None, _Plain | None] | object = _NO_RUN
         try:
             members, stop = _SCAN_JSON(f"{{{run}}}", 0)
             if stop == len(run) + 2 and members.__class__ is dict and _HEAD_KEYS.isdisjoint(members) \
                     and members.get("source").__class__ is dict and members.get("destination").__class__ is dict:
                 part = self._part(members)
-                node = part[7]
+                (event_type, source_base, destination_base, source_names, destination_names, direction, reply, node,
+                 drop_reason, policies, match) = part
                 # the tail after a plain flow of this run, up to the time: compared whole, it needs no expression
                 tail_start = f'}},"node_name":"{node}","time":"' if node and not _UNPLAIN.search(node) else None
-                cached = (frozenset(members) | _PART_KEYS, part, tail_start)
+                # the record of such a line (see _record and _with_address): each peer is its endpoint's first
+                # seven fields, then the flow's address and the run's names
+                for names in (source_names, destination_names):
+                    if names and not isinstance(names, list):
+                        raise TypeError("source_names/destination_names is not a list")
+                plain: _Plain | None = None
+                if (self.event_types is None or event_type in self.event_types) and (
+                        self.namespaces is None or source_base.namespace in self.namespaces
+                        or destination_base.namespace in self.namespaces):
+                    plain = (node, event_type, direction, reply, source_base[:7], tuple(source_names or ()),
+                             destination_base[:7], tuple(destination_names or ()), drop_reason, policies, match)
+                cached = (frozenset(members) | _PART_KEYS, part, tail_start, plain)
         except (ValueError, StopIteration, TypeError, AttributeError, KeyError, IndexError):
             pass
         if len(self._runs) >= RUN_CACHE_SIZE:

@@ -558,6 +558,10 @@ def head_variants(line: str) -> list[str]:
         compact({"flow": {k: v for k, v in flow.items() if k != "node_name"}, "node_name": "n\u00f6de \u2603"}),
         line.replace('"Summary":', '"uuid":"late","drop_reason":1,"Summary":', 1),  # read by no one: may repeat
         line.replace('"verdict":"AUDIT"', '"verdict":"AUDIT" ', 1),
+        without(destination_names=["api.example.com", "www.example.com"]),  # DNS names: each on its own side
+        without(source_names=["client.example.org"]),
+        without(source_names="client.example.org"),  # not a list: malformed
+        re.sub(r'"destination_port":\d+', '"destination_port":' + "9" * 5000, line, count=1),  # too long a number
     ]
 
 
@@ -568,8 +572,9 @@ def test_cached_runs_read_exactly_as_a_whole_parse(tmp_path: Path) -> None:
     events, stats = read([path])
     everything, whole = read([path], verdicts=None, event_types=None)  # every line parsed whole, no cache
     assert events == [event for event in everything if event.verdict == "AUDIT" and event.event_type == 5]
-    assert len(events) == len(lines) - 4 * len(audit)
-    assert stats.malformed == whole.malformed == 4 * len(audit)
+    assert len(events) == len(lines) - 8 * len(audit)
+    assert stats.malformed == whole.malformed == 8 * len(audit)
+    assert (stats.flows, stats.lines) == (whole.flows, whole.lines)
     assert stats.malformed_samples == whole.malformed_samples
     assert "invalid JSON (Expecting property name" in stats.malformed_samples[0][2]
     first = events[:8]
