@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -291,6 +293,26 @@ def test_shell_in_the_agent_container_gets_its_arguments_as_argv(shared_cluster:
     assert code == 0
     assert stdout.splitlines()[0] == str(record.id)
     assert not Path("/tmp/pwned").exists()
+
+
+def test_the_first_shells_of_a_fresh_cluster_all_reach_their_agents(sim_cluster: SimCluster) -> None:
+    """Shells started at once in the agent containers of a fresh cluster (a batch on every node, as the product runs
+    them) all run the agent binary as their agent has it: the binary is put in place once, whole, before any shell
+    can run it. (Written while shells ran it, it could be read empty, and the command did nothing, with exit code 0.)"""
+    nodes = sim_cluster.node_names() * 6
+    start = threading.Barrier(len(nodes))
+
+    def shell(node: str) -> tuple[str, str, int, str | None]:
+        start.wait()
+        return sim_cluster.run_in_container("kube-system", agent_pod(sim_cluster, node), "cilium-agent",
+                                            ["sh", "-c", '"$0" endpoint list -o json', "cilium-dbg"])
+
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        results = list(pool.map(shell, nodes))
+    for node, (stdout, stderr, code, failure) in zip(nodes, results, strict=True):
+        expected = sim_cluster.agent(node).exec(["cilium-dbg", "endpoint", "list", "-o", "json"])
+        assert (code, failure, stderr) == (0, None, "")
+        assert stdout == expected.stdout and json.loads(stdout)
 
 
 def test_faults_can_be_switched_on_per_test(sim_cluster: SimCluster) -> None:

@@ -120,6 +120,7 @@ class SimCluster:
         self._booting: dict[str, tuple[float, str, str]] = {}  # pod uid -> (ready at, node, pod name)
         self._logs: dict[tuple[str, str], list[str]] = {}
         self._agent_socket: socketserver.ThreadingUnixStreamServer | None = None
+        self._shell_lock = threading.Lock()
         self._placements = 0  # round-robin placement of Deployment pods over the nodes
         self._own_state_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="simcluster-"))
@@ -726,12 +727,7 @@ class SimCluster:
         return result.stdout, result.stderr, result.exit_code, None
 
     def _run_shell(self, node: str, agent: CiliumAgent, argv: list[str]) -> tuple[str, str, int, str | None]:
-        shim_dir = self.state_dir / "agent-bin" / agent.binary
-        shim = shim_dir / agent.binary
-        if not shim.exists():
-            shim_dir.mkdir(parents=True, exist_ok=True)
-            shim.write_text(f"#!{sys.executable} -IS\n" + SHIM_SOURCE)
-            shim.chmod(0o755)
+        shim_dir = self._shim_dir(agent.binary)
         env = {"PATH": str(shim_dir), "SIMCLUSTER_AGENT_SOCKET": self._agent_socket_path(), "SIMCLUSTER_NODE": node,
                "HOME": "/root", "LANG": "C.UTF-8"}
         try:
@@ -742,7 +738,26 @@ class SimCluster:
         return (completed.stdout.decode("utf-8", "replace"), completed.stderr.decode("utf-8", "replace"),
                 completed.returncode, None)
 
+    def _shim_dir(self, binary: str) -> Path:
+        """The directory of the agent binary that shells in agent containers run, made once per cluster. Shells of
+        every node start at once (a batch per node), so it is made under a lock and renamed into place whole: a
+        file written while another shell runs it fails with "Text file busy", or is read empty and does nothing."""
+        shim_dir = self.state_dir / "agent-bin" / binary
+        shim = shim_dir / binary
+        with self._shell_lock:
+            if not shim.exists():
+                shim_dir.mkdir(parents=True, exist_ok=True)
+                partial = shim_dir / f".{binary}.partial"
+                partial.write_text(f"#!{sys.executable} -IS\n" + SHIM_SOURCE)
+                partial.chmod(0o755)
+                partial.replace(shim)
+        return shim_dir
+
     def _agent_socket_path(self) -> str:
+        with self._shell_lock:  # one server for the cluster, whichever shell asks first
+            return self._agent_socket_path_locked()
+
+    def _agent_socket_path_locked(self) -> str:
         if self._agent_socket is None:
             # A short path of its own: unix socket paths are limited to about 100 bytes.
             path = os.path.join(tempfile.mkdtemp(prefix="simsock-"), "agents.sock")
